@@ -1,0 +1,5 @@
+"""``python -m tinynlm``: the demo training run."""
+
+from .demo import main
+
+main()

@@ -1,0 +1,193 @@
+"""Devices and the NumPy/CuPy switch.
+
+A tensor's array lives in NumPy on ``"cpu"`` and in CuPy on ``"cuda"``/``"cuda:N"``.
+CuPy is imported here and nowhere else, lazily, the first time a CUDA device is asked for.
+Ops are written once against an array module ``xp`` that :func:`array_module` returns.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_cupy = None          # the cupy module once imported
+_cupy_error = None    # why CuPy or a GPU is unavailable, once known
+
+
+class Device:
+    """Where a tensor's memory lives: ``Device("cpu")``, ``Device("cuda")``, ``Device("cuda:1")``.
+
+    Compares equal to its string form, so ``x.device == "cpu"`` works.
+
+    >>> Device("cuda:1").index
+    1
+    >>> str(Device("cpu"))
+    'cpu'
+    """
+
+    __slots__ = ("type", "index")
+
+    def __init__(self, spec="cpu", index=None):
+        if isinstance(spec, Device):
+            self.type, self.index = spec.type, spec.index
+            return
+        if not isinstance(spec, str):
+            raise TypeError(f"device: expected a string such as 'cpu' or 'cuda:0', got {spec!r}")
+        kind, _, number = spec.partition(":")
+        if kind not in ("cpu", "cuda"):
+            raise ValueError(f"device: unknown device {spec!r}; expected 'cpu', 'cuda' or 'cuda:N'")
+        if number:
+            if not number.isdigit():
+                raise ValueError(f"device: bad device index in {spec!r}")
+            index = int(number)
+        if kind == "cpu" and index not in (None, 0):
+            raise ValueError(f"device: the CPU has no index, got {spec!r}")
+        self.type = kind
+        self.index = None if kind == "cpu" else (0 if index is None else index)
+
+    def __str__(self):
+        return "cpu" if self.type == "cpu" else f"cuda:{self.index}"
+
+    def __repr__(self):
+        return f"device({str(self)!r})"
+
+    def __eq__(self, other):
+        if isinstance(other, str):
+            try:
+                other = Device(other)
+            except (TypeError, ValueError):
+                return False
+        return isinstance(other, Device) and (self.type, self.index) == (other.type, other.index)
+
+    def __hash__(self):
+        return hash((self.type, self.index))
+
+
+CPU = Device("cpu")
+
+
+def as_device(spec) -> Device:
+    """Turn ``"cpu"``, ``"cuda:0"`` or a :class:`Device` into a Device, checking CUDA exists."""
+    device = spec if isinstance(spec, Device) else Device(spec)
+    if device.type == "cuda":
+        cupy = cupy_module()
+        count = cupy.cuda.runtime.getDeviceCount()
+        if device.index >= count:
+            raise RuntimeError(f"device: {device} requested but only {count} CUDA device(s) are visible")
+    return device
+
+
+def cupy_module():
+    """Import CuPy on first use; raise a clear error saying whether CuPy or a GPU is missing."""
+    global _cupy, _cupy_error
+    if _cupy is not None:
+        return _cupy
+    if _cupy_error is None:
+        _cupy_error = _probe_cupy()
+    if _cupy_error:
+        raise RuntimeError(_cupy_error)
+    return _cupy
+
+
+def _probe_cupy():
+    """Return '' when CuPy and a GPU work, else the reason they do not."""
+    global _cupy
+    try:
+        import cupy
+    except ImportError as error:
+        return ("CUDA device requested but CuPy is not installed "
+                f"({error}); install it with: pip install 'tinynlm[gpu]'")
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as error:  # CUDA driver missing or broken
+        return f"CUDA device requested; CuPy is installed but no CUDA GPU is usable ({error})"
+    if count == 0:
+        return "CUDA device requested; CuPy is installed but no CUDA GPU was found"
+    _cupy = cupy
+    return ""
+
+
+def cuda_is_available() -> bool:
+    """True when CuPy imports and sees at least one GPU; never raises."""
+    global _cupy_error
+    if _cupy is None and _cupy_error is None:
+        _cupy_error = _probe_cupy()
+    return _cupy is not None
+
+
+def array_module(device: Device):
+    """NumPy for the CPU, CuPy for CUDA."""
+    return np if device.type == "cpu" else cupy_module()
+
+
+def device_of_array(array) -> Device:
+    """The device that holds ``array`` (a NumPy or CuPy array)."""
+    if isinstance(array, np.ndarray):
+        return CPU
+    return Device("cuda", array.device.id)
+
+
+def is_array(obj) -> bool:
+    """True for a NumPy array or, once CuPy is loaded, a CuPy array."""
+    return isinstance(obj, np.ndarray) or (_cupy is not None and isinstance(obj, _cupy.ndarray))
+
+
+def to_host(array) -> np.ndarray:
+    """A NumPy copy (or the array itself when already on the host)."""
+    return array if isinstance(array, np.ndarray) else array.get()
+
+
+def move_array(array, device: Device):
+    """Copy ``array`` to ``device``; an array already there is returned as is."""
+    if device.type == "cpu":
+        return to_host(array)
+    cupy = cupy_module()
+    if isinstance(array, cupy.ndarray) and array.device.id == device.index:
+        return array
+    with cupy.cuda.Device(device.index):
+        return cupy.asarray(array)
+
+
+def index_add(xp, target, index, values):
+    """``target[index] += values`` with repeated indices adding up (NumPy's ``add.at``)."""
+    if xp is np:
+        np.add.at(target, index, values)
+    else:
+        import cupyx  # ships with CuPy, which is loaded whenever xp is not NumPy
+
+        cupyx.scatter_add(target, index, values)
+
+
+# ----------------------------------------------------------------------------- random numbers
+
+_seed = None
+_generators = {}  # Device -> numpy.random.Generator or cupy.random.Generator
+
+
+def manual_seed(seed: int):
+    """Seed the random generator of every device (CUDA generators are seeded when first used).
+
+    >>> import tinynlm as tn
+    >>> _ = tn.manual_seed(0); a = tn.rand(3)
+    >>> _ = tn.manual_seed(0); bool((a == tn.rand(3)).all())
+    True
+    """
+    global _seed
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"manual_seed: expected a non-negative integer, got {seed!r}")
+    _seed = int(seed)
+    _generators.clear()
+    return _seed
+
+
+def generator(device: Device):
+    """The random generator of ``device`` (created on first use from the last manual seed)."""
+    gen = _generators.get(device)
+    if gen is None:
+        if device.type == "cpu":
+            gen = np.random.default_rng(_seed)
+        else:
+            cupy = cupy_module()
+            with cupy.cuda.Device(device.index):
+                gen = cupy.random.default_rng(_seed)
+        _generators[device] = gen
+    return gen
