@@ -18,8 +18,7 @@ settings.register_profile("thorough", max_examples=400, deadline=None, print_blo
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("TINYNLM_HYPOTHESIS_PROFILE", "ci"))
 
-GPU_REASON = "no usable CUDA GPU (needs CuPy and a GPU): " + (
-    "available" if tn.cuda.is_available() else "tn.cuda.is_available() is False")
+GPU_REASON = "no usable CUDA GPU (tn.cuda.is_available() is False: needs CuPy and a GPU)"
 
 DEVICES = [
     "cpu",
@@ -27,7 +26,7 @@ DEVICES = [
 ]
 
 
-@pytest.fixture(params=DEVICES)
+@pytest.fixture(params=DEVICES, scope="session")
 def device(request):
     """Each test that takes ``device`` runs on the CPU and, where one is usable, on a GPU."""
     return request.param

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend
+from .tensor import Tensor
 
 
 class _GradMode:
@@ -108,39 +109,40 @@ class Function:
     xp = np
 
     def __call__(self, *inputs):
-        from .tensor import Tensor
-
-        first = inputs[0]
-        device = first.device
-        for other in inputs[1:]:
-            if other.device is not device and other.device != device:
+        device = inputs[0].device
+        wants_grad = False
+        for tensor in inputs:
+            if tensor.device is not device:  # devices are interned: `is` decides
                 raise RuntimeError(f"{self.name}: expected all tensors on one device, got "
-                                   f"{first.device} and {other.device}")
-        if device.type == "cpu":
-            self.xp = np
-            outputs = self.forward(*[t.data for t in inputs])
+                                   f"{device} and {tensor.device}")
+            if tensor._requires_grad:
+                wants_grad = _GradMode.enabled
+        if device is backend.CPU:
+            outputs = self.forward(*[tensor.data for tensor in inputs])
         else:
             cupy = backend.cupy_module()
             self.xp = cupy
             with cupy.cuda.Device(device.index):
-                outputs = self.forward(*[t.data for t in inputs])
-
+                outputs = self.forward(*[tensor.data for tensor in inputs])
         if self.target_device is not None:
             device = self.target_device
-        single = not isinstance(outputs, tuple)
-        if single:
-            outputs = (outputs,)
-        if _GradMode.enabled and any(t.requires_grad for t in inputs):
-            self.edges = tuple(_edge(t) for t in inputs)
-            self.saved_tensors = tuple(inputs[i] for i in self.save_inputs)
+
+        if not wants_grad:
+            if type(outputs) is tuple:
+                return tuple(Tensor._make(out, device) for out in outputs)
+            return Tensor._make(outputs, device)
+        self.edges = [_edge(tensor) for tensor in inputs]
+        self.saved_tensors = [inputs[i] for i in self.save_inputs]
+        self.device = device
+        if type(outputs) is tuple:
             self.saved_outputs = outputs if self.save_output else None
-            self.output_meta = tuple((out.shape, out.dtype) for out in outputs)
-            self.device = device
-            results = tuple(Tensor._make(out, device, self, index)
-                            for index, out in enumerate(outputs))
-        else:
-            results = tuple(Tensor._make(out, device) for out in outputs)
-        return results[0] if single else results
+            self.output_meta = [(out.shape, out.dtype) for out in outputs]
+            return tuple(Tensor._make(out, device, self, index)
+                         for index, out in enumerate(outputs))
+        result = Tensor._make(outputs, device, self, 0)
+        self.saved_outputs = (result.data,) if self.save_output else None
+        self.output_meta = ((result.data.shape, result.data.dtype),)
+        return result
 
     @property
     def name(self) -> str:
@@ -158,8 +160,6 @@ class Function:
 
     def output(self, index: int = 0):
         """Output ``index`` as a Tensor for use in backward (part of the graph under create_graph)."""
-        from .tensor import Tensor
-
         array = self.saved_outputs[index]
         if _GradMode.enabled:
             return Tensor._make(array, self.device, self, index)
@@ -172,7 +172,7 @@ class Function:
 
 
 def _edge(tensor):
-    if not tensor.requires_grad:
+    if not tensor._requires_grad:
         return None
     if tensor.grad_fn is None:
         return (tensor, None)
@@ -193,8 +193,6 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
     The graph is walked in topological order with dependency counts (no recursion, and each node
     runs once).
     """
-    from .tensor import Tensor
-
     capture = None
     if inputs is not None:
         # id(leaf) or (node, output index) -> position in inputs
@@ -232,6 +230,8 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
                 deliver_to_leaf(root, grad)
                 continue
             node = root.grad_fn
+            if node.edges is None:
+                raise RuntimeError(_RELEASED)
             if node not in buffers:
                 buffers[node] = [None] * len(node.output_meta)
                 root_nodes.append(node)
@@ -305,7 +305,8 @@ def _count_dependencies(root_nodes):
 
 
 def _check_gradient(node, grad, shape, dtype):
-    if grad.shape != shape or grad.dtype != dtype:
+    data = grad.data
+    if data.shape != shape or data.dtype != dtype:
         raise RuntimeError(f"{node.name} backward: produced a gradient of shape {grad.shape} and "
                            f"dtype {grad.dtype} for an input of shape {shape} and dtype {dtype}")
 
@@ -323,8 +324,6 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     >>> ddx.tolist()
     [6.0, 12.0]
     """
-    from .tensor import Tensor
-
     outputs = (outputs,) if isinstance(outputs, Tensor) else tuple(outputs)
     single_input = isinstance(inputs, Tensor)
     inputs = (inputs,) if single_input else tuple(inputs)
@@ -342,8 +341,6 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
 
 def _root_gradient(output, given, op_name):
     """The starting gradient for ``output``: ``given`` checked, or ones for a scalar."""
-    from .tensor import Tensor
-
     if not output.requires_grad:
         raise RuntimeError(f"{op_name}: a tensor of shape {output.shape} does not require grad "
                            "and has no grad_fn")

@@ -65,15 +65,22 @@ class Device:
 CPU = Device("cpu")
 
 
+_interned = {("cpu", None): CPU}
+
+
 def as_device(spec) -> Device:
-    """Turn ``"cpu"``, ``"cuda:0"`` or a :class:`Device` into a Device, checking CUDA exists."""
+    """Turn ``"cpu"``, ``"cuda:0"`` or a :class:`Device` into the one shared Device object for
+    that device (so ops compare devices with ``is``), checking that CUDA exists."""
     device = spec if isinstance(spec, Device) else Device(spec)
+    key = (device.type, device.index)
+    if key in _interned:
+        return _interned[key]
     if device.type == "cuda":
         cupy = cupy_module()
         count = cupy.cuda.runtime.getDeviceCount()
         if device.index >= count:
             raise RuntimeError(f"device: {device} requested but only {count} CUDA device(s) are visible")
-    return device
+    return _interned.setdefault(key, device)
 
 
 def cupy_module():
@@ -123,7 +130,7 @@ def device_of_array(array) -> Device:
     """The device that holds ``array`` (a NumPy or CuPy array)."""
     if isinstance(array, np.ndarray):
         return CPU
-    return Device("cuda", array.device.id)
+    return as_device(f"cuda:{array.device.id}")
 
 
 def is_array(obj) -> bool:

@@ -208,8 +208,9 @@ def randn(*size, dtype=None, device=None, requires_grad=False) -> Tensor:
 def randint(low, high=None, size=(), dtype=None, device=None) -> Tensor:
     """Random integers in [low, high) (int64 by default): ``tn.randint(10, (3,))`` or
     ``tn.randint(2, 10, (3,))``."""
-    if high is None:
-        low, high = 0, low
+    if high is None or isinstance(high, (tuple, list)):
+        # randint(high, size): low defaults to 0
+        low, high, size = 0, low, (size if high is None else high)
     if low >= high:
         raise ValueError(f"randint: need low < high, got low={low}, high={high}")
 

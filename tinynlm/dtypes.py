@@ -30,8 +30,8 @@ _NAMES = {"float": float32, "double": float64, "half": float16, "long": int64, "
 
 def as_dtype(spec) -> np.dtype:
     """``tn.float32``, ``"float32"``, ``np.float32`` or ``float`` to a supported NumPy dtype."""
-    if spec is builtins.float:
-        return DEFAULT_FLOAT
+    if spec is builtins.float:  # the Python type means double precision, as in PyTorch
+        return float64
     if spec is builtins.int:
         return int64
     if spec is builtins.bool:
@@ -56,20 +56,25 @@ def _category(dtype) -> int:
     return {"b": 0, "u": 1, "i": 1, "f": 2}[dtype.kind]
 
 
-def result_type(first: np.dtype, second: np.dtype) -> np.dtype:
+def result_type(first: np.dtype, second: np.dtype, first_is_0d=False, second_is_0d=False):
     """PyTorch's promotion of two tensor dtypes: the higher category wins outright
-    (float beats int beats bool); within a category the wider type wins.
+    (float beats int beats bool); within a category a 0-d tensor gives way to one with dims
+    (it acts like a scalar), else the wider type wins.
 
     >>> result_type(float32, int64)
     dtype('float32')
     >>> result_type(int32, int64)
     dtype('int64')
+    >>> result_type(float32, float64, second_is_0d=True)
+    dtype('float32')
     """
     if first == second:
         return first
     first_category, second_category = _category(first), _category(second)
     if first_category != second_category:
         return first if first_category > second_category else second
+    if first_is_0d != second_is_0d:
+        return second if first_is_0d else first
     return np.promote_types(first, second)
 
 

@@ -6,9 +6,11 @@ and its gradient are defined once for both devices.
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
-from . import autograd, backend, dtypes
+from . import backend, dtypes
 
 
 class Tensor:
@@ -249,12 +251,17 @@ class Tensor:
         return self
 
     def copy_(self, source):
-        """Copy ``source`` (same shape, any device) into this tensor in place."""
+        """Copy ``source`` (broadcastable to this shape, any device) into this tensor in place."""
         self._check_inplace("copy_")
         source_data = source.data if isinstance(source, Tensor) else source
-        if tuple(getattr(source_data, "shape", ())) != self.shape:
-            raise RuntimeError(f"copy_: source shape {getattr(source_data, 'shape', ())} does not "
-                               f"match destination shape {self.shape}")
+        source_shape = tuple(getattr(source_data, "shape", ()))
+        try:
+            broadcast = np.broadcast_shapes(source_shape, self.shape)
+        except ValueError:
+            broadcast = None
+        if broadcast != self.shape:
+            raise RuntimeError(f"copy_: source of shape {source_shape} does not broadcast to the "
+                               f"destination shape {self.shape}")
         self.data[...] = backend.move_array(source_data, self.device) \
             if backend.is_array(source_data) else source_data
         return self
@@ -341,9 +348,13 @@ class Tensor:
         return ops.ge(self, other)
 
     def __eq__(self, other):
+        if not _comparable(other):
+            return NotImplemented  # so `x == None` is False, as in Python and PyTorch
         return ops.eq(self, other)
 
     def __ne__(self, other):
+        if not _comparable(other):
+            return NotImplemented
         return ops.ne(self, other)
 
     def __invert__(self):
@@ -543,6 +554,10 @@ class Tensor:
         return ops.where(condition, self, other)
 
 
+def _comparable(value) -> bool:
+    return isinstance(value, (Tensor, numbers.Number, np.generic, np.ndarray))
+
+
 def _normalize_dim(dim, ndim, op_name):
     """A dim in ``[-ndim, ndim)`` as a non-negative int, or a clear IndexError."""
     if not isinstance(dim, (int, np.integer)):
@@ -552,4 +567,4 @@ def _normalize_dim(dim, ndim, op_name):
     return int(dim) % max(ndim, 1)
 
 
-from . import ops  # noqa: E402  (ops needs Tensor defined first)
+from . import autograd, ops  # noqa: E402  (both need Tensor defined first)

@@ -6,20 +6,22 @@ import numbers
 
 import numpy as np
 
-from .. import dtypes
+from .. import backend, dtypes
 from ..autograd import Function
 from ..tensor import Tensor, _normalize_dim
 
 
 def scalar_tensor(value, dtype, device) -> Tensor:
     """A 0-d constant tensor (filled on the device, so no host-to-device copy)."""
-    from ..backend import array_module
-
-    return Tensor._make(array_module(device).full((), value, dtype=dtype), device)
+    if device is backend.CPU:
+        return Tensor._make(np.array(value, dtype=dtype), device)
+    return Tensor._make(backend.array_module(device).full((), value, dtype=dtype), device)
 
 
 def as_operand(value, like: Tensor, op_name: str) -> Tensor:
     """``value`` (a Tensor, a Python/NumPy number or a NumPy array) as a tensor beside ``like``."""
+    if type(value) is float and like.dtype.kind == "f":  # the common case, decided fast
+        return scalar_tensor(value, like.dtype, like.device)
     if isinstance(value, Tensor):
         return value
     if isinstance(value, (numbers.Number, np.generic)) and not isinstance(value, complex):
@@ -42,7 +44,7 @@ def binary_operands(op_name: str, a, b):
         raise RuntimeError(f"{op_name}: expected both tensors on one device, got {a.device} and "
                            f"{b.device}")
     if a.dtype != b.dtype:
-        dtype = dtypes.result_type(a.dtype, b.dtype)
+        dtype = dtypes.result_type(a.dtype, b.dtype, a.ndim == 0, b.ndim == 0)
         a, b = a.to(dtype), b.to(dtype)
     return a, b
 

@@ -9,7 +9,7 @@ from ..autograd import Function
 from ..tensor import Tensor, _normalize_dim
 from .common import normalize_dims, require_float
 from .elementwise import exp
-from .shape import expand, gather, reshape, squeeze
+from .shape import Expand, Reshape, gather, reshape, squeeze
 
 values_indices = namedtuple("values_indices", ["values", "indices"])
 
@@ -28,9 +28,9 @@ class Sum(Function):
         return x.sum(axis=self.dims, keepdims=self.keepdim)
 
     def backward(self, grad):
-        if not self.keepdim:
-            grad = reshape(grad, _kept_shape(self.input_shape, self.dims))
-        return expand(grad, *self.input_shape)
+        if not self.keepdim and grad.ndim:  # a 0-d gradient broadcasts as it is
+            grad = Reshape(_kept_shape(self.input_shape, self.dims))(grad)
+        return Expand(self.input_shape)(grad)
 
 
 def sum(x, dim=None, keepdim=False):

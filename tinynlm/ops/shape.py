@@ -45,16 +45,15 @@ def reshape(x, *shape):
     >>> tn.arange(6).reshape(2, -1).shape
     (2, 3)
     """
-    shape = _sizes(shape, "reshape")
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
     if shape == x.shape:
         return x
-    known = int(np.prod([s for s in shape if s != -1]))
-    if (shape.count(-1) > 1 or builtins.any(s < -1 for s in shape)
-            or (-1 not in shape and known != x.numel())
-            or (-1 in shape and (known == 0 or x.numel() % known))):
+    try:
+        return Reshape(shape)(x)
+    except (ValueError, TypeError):
         raise RuntimeError(f"reshape: cannot reshape a tensor of shape {x.shape} "
-                           f"({x.numel()} elements) into {shape}")
-    return Reshape(shape)(x)
+                           f"({x.numel()} elements) into {shape}") from None
 
 
 view = reshape
@@ -372,9 +371,10 @@ def gather(x, dim, index):
                          f"{x.shape} along dim {dim}")
     if index.device != x.device:
         raise RuntimeError(f"gather: index is on {index.device} but the input is on {x.device}")
-    if index.numel() and (int(index.data.min()) < -x.shape[dim] or int(index.data.max()) >= x.shape[dim]):
-        raise IndexError(f"gather: index out of range for dim {dim} of size {x.shape[dim]}")
-    return Gather(dim, index.data % builtins.max(x.shape[dim], 1))(x)
+    if index.numel() and (int(index.data.min()) < 0 or int(index.data.max()) >= x.shape[dim]):
+        raise IndexError(f"gather: index out of range for dim {dim} of size {x.shape[dim]} "
+                         f"(indices must be in [0, {x.shape[dim]}))")
+    return Gather(dim, index.data)(x)
 
 
 def index_select(x, dim, index):
