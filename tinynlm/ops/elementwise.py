@@ -479,17 +479,50 @@ def minimum(a, b):
     return _binary(Maximum(False), "minimum", a, b)
 
 
+class ClampBetweenTensors(Function):
+    """``min(max(x, low), high)`` with tensor bounds; the gradient goes to whichever of x, low
+    and high the result equals (x when x sits exactly on a bound), as in PyTorch."""
+
+    save_inputs = (0, 1, 2)
+
+    def forward(self, x, low, high):
+        return self.xp.minimum(self.xp.maximum(x, low), high)
+
+    def backward(self, grad):
+        x, low, high = (t.data for t in self.saved_tensors)
+        xp = self.saved_tensors[0].xp
+        takes_high = (x > high) | (low > high)
+        takes_x = (x >= low) & ~takes_high
+        takes_low = ~takes_x & ~takes_high
+        grads = []
+        for position, share in enumerate((takes_x, takes_low, takes_high)):
+            if self.needs_input_grad(position):
+                mask = Tensor._make(xp.asarray(share, dtype=grad.dtype), grad.device)
+                grads.append(sum_to(grad * mask, self.saved_tensors[position].shape))
+            else:
+                grads.append(None)
+        return tuple(grads)
+
+
 def clamp(x, min=None, max=None):
-    """Limit values to ``[min, max]``; either bound may be None, a number or a tensor."""
+    """Limit values to ``[min, max]``; either bound may be None, a number or a tensor.
+
+    >>> import tinynlm as tn
+    >>> tn.tensor([-2.0, 0.5, 3.0]).clamp(-1, 1).tolist()
+    [-1.0, 0.5, 1.0]
+    """
     if min is None and max is None:
         raise ValueError("clamp: at least one of min and max must be given")
     if isinstance(min, Tensor) or isinstance(max, Tensor):
-        result = x
-        if min is not None:
-            result = maximum(result, min)
-        if max is not None:
-            result = minimum(result, max)
-        return result
+        low = -math.inf if min is None else min
+        high = math.inf if max is None else max
+        x, low = binary_operands("clamp", x, low)
+        x, high = binary_operands("clamp", x, high)
+        low, high = low.to(x.dtype), high.to(x.dtype)
+        try:
+            return ClampBetweenTensors()(x, low, high)
+        except ValueError:
+            raise broadcast_error("clamp", x, low, high) from None
     return Clamp(min, max)(x)
 
 

@@ -260,7 +260,10 @@ def array_index(index, device, op_name):
                                    f"{device}")
             part = part.data
         elif isinstance(part, (list, np.ndarray)):
-            part = backend.move_array(np.asarray(part), device)
+            host = np.asarray(part)
+            if host.size == 0:
+                host = host.astype(np.int64)  # an empty list selects nothing (it is not float)
+            part = backend.move_array(host, device)
             if part.dtype.kind not in "biu":
                 raise IndexError(f"{op_name}: arrays used as indices must be integer or bool, "
                                  f"got dtype {part.dtype}")
@@ -322,9 +325,43 @@ def getitem(x, index):
     """
     converted = array_index(index, x.device, "getitem")
     try:
-        return GetItem(converted)(x)
+        steps = _integers_first(converted, x.ndim)
+        if steps is None:
+            return GetItem(converted)(x)
+        basic, advanced = steps
+        return GetItem(advanced)(GetItem(basic)(x))
     except IndexError as error:
         raise IndexError(f"getitem: {error} (indexing a tensor of shape {x.shape})") from None
+
+
+def _integers_first(index, ndim):
+    """PyTorch applies integer indices before array indices, where NumPy treats an integer beside
+    an array as one more array (which can move dims). Split such an index into a basic step
+    (integers, slices, None) and an array step, or return None when NumPy's order is PyTorch's."""
+    def is_integer(part):
+        return isinstance(part, numbers.Integral) and not isinstance(part, bool)
+
+    def is_array(part):
+        return not (part is None or part is Ellipsis or isinstance(part, slice) or is_integer(part))
+
+    if not (builtins.any(map(is_integer, index)) and builtins.any(map(is_array, index))):
+        return None
+    dims_used = [part.ndim if is_array(part) and part.dtype == bool else 1
+                 for part in index if part is not None and part is not Ellipsis]
+    basic, advanced = [], []
+    for part in index:
+        if part is Ellipsis:
+            fill = [slice(None)] * (ndim - builtins.sum(dims_used))
+            basic += fill
+            advanced += fill
+        elif is_array(part):
+            basic += [slice(None)] * (part.ndim if part.dtype == bool else 1)
+            advanced.append(part)
+        else:
+            basic.append(part)
+            if not is_integer(part):  # slices and None already applied: keep their dims whole
+                advanced.append(slice(None))
+    return tuple(basic), tuple(advanced)
 
 
 class Gather(Function):
