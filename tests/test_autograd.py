@@ -225,3 +225,12 @@ def test_detach_and_requires_grad_propagation():
     y = x * 2
     with pytest.raises(RuntimeError, match="non-leaf"):
         y.requires_grad = False
+
+
+def test_in_place_change_of_a_saved_tensor_is_caught():
+    x = tn.tensor([1.0, 2.0], requires_grad=True)
+    weight = tn.tensor([3.0, 4.0])
+    loss = (x * weight).sum()  # Mul saves weight for x's gradient
+    weight.zero_()
+    with pytest.raises(RuntimeError, match="mul backward: .* modified in place"):
+        loss.backward()

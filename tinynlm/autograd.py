@@ -132,7 +132,9 @@ class Function:
                 return tuple(Tensor._make(out, device) for out in outputs)
             return Tensor._make(outputs, device)
         self.edges = [_edge(tensor) for tensor in inputs]
-        self.saved_tensors = [inputs[i] for i in self.save_inputs]
+        if self.save_inputs:
+            self.saved_tensors = [inputs[i] for i in self.save_inputs]
+            self.saved_versions = [tensor._version for tensor in self.saved_tensors]
         self.device = device
         if type(outputs) is tuple:
             self.saved_outputs = outputs if self.save_output else None
@@ -252,6 +254,8 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
             for index, (shape, dtype) in enumerate(node.output_meta):
                 if grads[index] is None:
                     grads[index] = Tensor._make(node.xp.zeros(shape, dtype), node.device)
+            if node.save_inputs:
+                _check_versions(node)
             input_grads = node.backward(*grads)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
@@ -302,6 +306,14 @@ def _count_dependencies(root_nodes):
                 seen.add(parent)
                 stack.append(parent)
     return dependencies
+
+
+def _check_versions(node):
+    for tensor, version in zip(node.saved_tensors, node.saved_versions):
+        if tensor._version != version:
+            raise RuntimeError(f"{node.name} backward: a tensor of shape {tensor.shape} it saved "
+                               "for the gradient was modified in place afterwards (zero_, fill_, "
+                               "copy_ or item assignment), so the gradient would be wrong")
 
 
 def _check_gradient(node, grad, shape, dtype):

@@ -28,7 +28,7 @@ class Tensor:
     """
 
     __slots__ = ("data", "device", "grad", "grad_fn", "output_index", "_requires_grad",
-                 "__weakref__")
+                 "_version", "__weakref__")
     __array_priority__ = 1000  # so `ndarray * tensor` calls Tensor.__rmul__
 
     def __init__(self, data, dtype=None, device=None, requires_grad=False):
@@ -45,6 +45,7 @@ class Tensor:
         self.grad_fn = grad_fn
         self.output_index = output_index
         self._requires_grad = grad_fn is not None
+        self._version = 0  # bumped by in-place changes, so backward can spot stale saved values
 
     @classmethod
     def _make(cls, array, device, grad_fn=None, output_index=0):
@@ -270,6 +271,7 @@ class Tensor:
         if self.requires_grad and autograd.is_grad_enabled():
             raise RuntimeError(f"{name}: a tensor that requires grad cannot be changed in place "
                                "while grad mode is on; wrap the update in tn.no_grad()")
+        self._version += 1
 
     # ------------------------------------------------------------------ display
     def __repr__(self):
