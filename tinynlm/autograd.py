@@ -198,40 +198,21 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
     capture = None
     if inputs is not None:
         # id(leaf) or (node, output index) -> position in inputs
-        capture = {}
-        for position, tensor in enumerate(inputs):
-            key = id(tensor) if tensor.grad_fn is None else (tensor.grad_fn, tensor.output_index)
-            capture[key] = position
+        capture = {(id(t) if t.grad_fn is None else (t.grad_fn, t.output_index)): position
+                   for position, t in enumerate(inputs)}
         captured = [None] * len(inputs)
+    leaves = _LeafGradients(create_graph, capture)
 
     buffers = {}       # Function -> list of gradient Tensors, one per output
     root_nodes = []
-    handed_out = set()  # ids of gradient arrays stored in a leaf's .grad during this pass
-
-    def deliver_to_leaf(leaf, grad):
-        if capture is not None:
-            position = capture.get(id(leaf))
-            if position is not None:
-                captured[position] = grad if captured[position] is None else captured[position] + grad
-            return
-        if leaf.grad is None:
-            data = grad.data
-            # Never let two leaves (or a leaf and the caller) share one gradient buffer.
-            if id(data) in handed_out or getattr(data, "base", None) is not None:
-                grad = Tensor._make(data.copy(), grad.device, grad.grad_fn, grad.output_index)
-            handed_out.add(id(grad.data))
-            leaf.grad = grad
-        else:
-            leaf.grad = leaf.grad + grad if create_graph else Tensor._make(
-                leaf.grad.data + grad.data, leaf.device)
-
-    with set_grad_enabled(create_graph):
+    previous_mode, _GradMode.enabled = _GradMode.enabled, create_graph
+    try:
         for root, grad in zip(roots, root_grads):
-            handed_out.add(id(grad.data))  # the caller's gradient stays the caller's
-            if root.grad_fn is None:
-                deliver_to_leaf(root, grad)
-                continue
+            leaves.handed_out.add(id(grad.data))  # the caller's gradient stays the caller's
             node = root.grad_fn
+            if node is None:
+                leaves.deliver(root, grad)
+                continue
             if node.edges is None:
                 raise RuntimeError(_RELEASED)
             if node not in buffers:
@@ -251,13 +232,14 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
                     position = capture.get((node, index))
                     if position is not None:
                         captured[position] = grad
-            for index, (shape, dtype) in enumerate(node.output_meta):
-                if grads[index] is None:
-                    grads[index] = Tensor._make(node.xp.zeros(shape, dtype), node.device)
+            if len(grads) > 1:  # an output nobody used gets a zero gradient
+                for index, (shape, dtype) in enumerate(node.output_meta):
+                    if grads[index] is None:
+                        grads[index] = Tensor._make(node.xp.zeros(shape, dtype), node.device)
             if node.save_inputs:
                 _check_versions(node)
             input_grads = node.backward(*grads)
-            if not isinstance(input_grads, tuple):
+            if type(input_grads) is not tuple:
                 input_grads = (input_grads,)
             edges = node.edges
             if not retain_graph:
@@ -267,25 +249,60 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
                     continue
                 parent, index = edge
                 if index is None:
-                    _check_gradient(node, grad, parent.shape, parent.dtype)
-                    deliver_to_leaf(parent, grad)
+                    _check_gradient(node, grad, parent.data.shape, parent.data.dtype)
+                    leaves.deliver(parent, grad)
                     continue
                 _check_gradient(node, grad, *parent.output_meta[index])
                 slot = buffers.get(parent)
                 if slot is None:
                     slot = buffers[parent] = [None] * len(parent.output_meta)
                 slot[index] = grad if slot[index] is None else slot[index] + grad
-                dependencies[parent] -= 1
-                if dependencies[parent] == 0:
+                remaining = dependencies[parent] - 1
+                dependencies[parent] = remaining
+                if remaining == 0:
                     ready.append(parent)
+    finally:
+        _GradMode.enabled = previous_mode
 
     if capture is None:
         return None
+    for position, grad in leaves.captured.items():
+        captured[position] = grad
     for position, grad in enumerate(captured):
         if grad is None and not allow_unused:
             raise RuntimeError(f"grad: input {position} was not used to compute the outputs "
                                "(pass allow_unused=True to get None for it)")
     return tuple(captured)
+
+
+class _LeafGradients:
+    """Where gradients reaching leaves go: into ``.grad`` (accumulating), or, for :func:`grad`,
+    into ``captured`` for the requested leaves only."""
+
+    def __init__(self, create_graph, capture):
+        self.create_graph = create_graph
+        self.capture = capture
+        self.captured = {}      # position in inputs -> gradient
+        self.handed_out = set()  # ids of arrays already stored somewhere during this pass
+
+    def deliver(self, leaf, grad):
+        if self.capture is not None:
+            position = self.capture.get(id(leaf))
+            if position is not None:
+                previous = self.captured.get(position)
+                self.captured[position] = grad if previous is None else previous + grad
+            return
+        if leaf.grad is None:
+            data = grad.data
+            # Never let two leaves (or a leaf and the caller) share one gradient buffer.
+            if data.base is not None or id(data) in self.handed_out:
+                grad = Tensor._make(data.copy(), grad.device, grad.grad_fn, grad.output_index)
+            self.handed_out.add(id(grad.data))
+            leaf.grad = grad
+        elif self.create_graph:
+            leaf.grad = leaf.grad + grad
+        else:
+            leaf.grad = Tensor._make(leaf.grad.data + grad.data, leaf.device)
 
 
 def _count_dependencies(root_nodes):
@@ -353,14 +370,16 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
 
 def _root_gradient(output, given, op_name):
     """The starting gradient for ``output``: ``given`` checked, or ones for a scalar."""
-    if not output.requires_grad:
+    if not output._requires_grad:
         raise RuntimeError(f"{op_name}: a tensor of shape {output.shape} does not require grad "
                            "and has no grad_fn")
     if given is None:
-        if output.numel() != 1:
+        data = output.data
+        if data.size != 1:
             raise RuntimeError(f"{op_name}: grad can be implicitly created only for scalar outputs; "
                                f"got shape {output.shape}, so pass a gradient of that shape")
-        return Tensor._make(output.xp.ones(output.shape, output.dtype), output.device)
+        xp = np if output.device is backend.CPU else output.xp
+        return Tensor._make(xp.ones(data.shape, data.dtype), output.device)
     if not isinstance(given, Tensor):
         given = Tensor._make(output.xp.asarray(given, dtype=output.dtype), output.device)
     if given.shape != output.shape:

@@ -561,12 +561,14 @@ def _comparable(value) -> bool:
 
 
 def _normalize_dim(dim, ndim, op_name):
-    """A dim in ``[-ndim, ndim)`` as a non-negative int, or a clear IndexError."""
-    if not isinstance(dim, (int, np.integer)):
+    """A dim in ``[-ndim, ndim)`` as a non-negative int, or a clear IndexError.
+    (A 0-d tensor accepts 0 and -1, as in PyTorch.)"""
+    if type(dim) is not int and not isinstance(dim, (int, np.integer)):
         raise TypeError(f"{op_name}: dim must be an int, got {dim!r}")
-    if not -max(ndim, 1) <= dim < max(ndim, 1):
+    size = ndim or 1
+    if not -size <= dim < size:
         raise IndexError(f"{op_name}: dim {dim} is out of range for a tensor of {ndim} dims")
-    return int(dim) % max(ndim, 1)
+    return int(dim) % size
 
 
 from . import autograd, ops  # noqa: E402  (both need Tensor defined first)

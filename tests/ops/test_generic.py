@@ -91,3 +91,26 @@ def test_gpu_matches_cpu(name, data):
         assert gpu.device == "cuda:0"
         np.testing.assert_allclose(gpu.detach().cpu().numpy(), cpu.detach().numpy(),
                                    rtol=1e-10, atol=1e-12)
+
+
+def _non_contiguous(array, dtype):
+    """The same values as a non-contiguous view (every dim reversed in memory order)."""
+    stored = array.transpose().copy().transpose()
+    tensor = tn.from_numpy(stored.astype(np.dtype(dtype), copy=False))
+    return tensor.requires_grad_()
+
+
+@pytest.mark.parametrize("name", NAMES)
+@given(data=st.data())
+def test_non_contiguous_inputs_give_the_same_results(name, data):
+    example = data.draw(CASES[name])
+    contiguous = _inputs(example, tn.float64)
+    strided = [_non_contiguous(a, "float64") for a in example.arrays]
+    for result, expected in zip(_outputs(example.fn(*strided)), _outputs(example.fn(*contiguous))):
+        # Reductions may sum in another order over strided memory: equal to rounding.
+        np.testing.assert_allclose(result.detach().numpy(), expected.detach().numpy(),
+                                   rtol=1e-12, atol=1e-12)
+    sum(out.sum() for out in _outputs(example.fn(*strided))).backward()
+    sum(out.sum() for out in _outputs(example.fn(*contiguous))).backward()
+    for x, y in zip(strided, contiguous):
+        np.testing.assert_allclose(x.grad.numpy(), y.grad.numpy(), rtol=1e-12, atol=1e-12)

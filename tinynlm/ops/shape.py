@@ -78,27 +78,34 @@ class Permute(Function):
         return x.transpose(self.dims)
 
     def backward(self, grad):
-        return permute(grad, *np.argsort(self.dims).tolist())
+        inverse = [0] * len(self.dims)
+        for position, dim in enumerate(self.dims):
+            inverse[dim] = position
+        return Permute(tuple(inverse))(grad)
 
 
 def permute(x, *dims):
     """Reorder the dims: ``x.permute(2, 0, 1)``."""
     dims = _sizes(dims, "permute")
-    normalized = tuple(_normalize_dim(d, x.ndim, "permute") for d in dims)
-    if sorted(normalized) != list(range(x.ndim)):
-        raise ValueError(f"permute: {dims} is not a permutation of the {x.ndim} dims of a tensor "
+    ndim = x.ndim
+    normalized = tuple(_normalize_dim(d, ndim, "permute") for d in dims)
+    if sorted(normalized) != list(range(ndim)):
+        raise ValueError(f"permute: {dims} is not a permutation of the {ndim} dims of a tensor "
                          f"of shape {x.shape}")
-    if normalized == tuple(range(x.ndim)):
+    if normalized == tuple(range(ndim)):
         return x
     return Permute(normalized)(x)
 
 
 def transpose(x, dim0, dim1):
     """Swap two dims."""
-    order = list(range(x.ndim))
-    dim0, dim1 = _normalize_dim(dim0, x.ndim, "transpose"), _normalize_dim(dim1, x.ndim, "transpose")
-    order[dim0], order[dim1] = order[dim1], order[dim0]
-    return permute(x, *order)
+    ndim = x.ndim
+    dim0, dim1 = _normalize_dim(dim0, ndim, "transpose"), _normalize_dim(dim1, ndim, "transpose")
+    if dim0 == dim1:
+        return x
+    order = list(range(ndim))
+    order[dim0], order[dim1] = dim1, dim0
+    return Permute(tuple(order))(x)
 
 
 class Expand(Function):
