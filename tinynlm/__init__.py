@@ -15,7 +15,7 @@ _source_kernels = _os.path.join(_os.path.dirname(__path__[0]), "kernels", "__ini
 if not _os.path.isdir(_os.path.join(__path__[0], "kernels")) and _os.path.isfile(_source_kernels):
     __path__.append(_os.path.dirname(__path__[0]))
 
-from . import cuda, ops  # noqa: E402
+from . import cuda, nn, ops  # noqa: E402
 from .autograd import (enable_grad, grad, is_grad_enabled, no_grad,  # noqa: E402
                        set_grad_enabled)
 from .backend import Device as device  # noqa: E402
