@@ -28,5 +28,6 @@ from .dtypes import (bool_ as bool, double, float, float16, float32, float64, ha
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck  # noqa: E402
 from .ops import *  # noqa: E402,F401,F403
 from .tensor import Tensor  # noqa: E402
+from .serialization import load, save  # noqa: E402
 
 __version__ = "0.1.0"

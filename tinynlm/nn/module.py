@@ -153,6 +153,16 @@ class Module:
                         for child_name, child in module._modules.items() if child is not None]
             stack.extend(reversed(children))
 
+    def get_submodule(self, target: str):
+        """The sub-module at dotted path ``target`` ("" is self)."""
+        module = self
+        for part in target.split(".") if target else []:
+            if part not in module._modules or module._modules[part] is None:
+                raise AttributeError(f"get_submodule: {type(module).__name__} has no sub-module "
+                                     f"{part!r} (in {target!r})")
+            module = module._modules[part]
+        return module
+
     def modules(self):
         for _, module in self.named_modules():
             yield module
