@@ -234,3 +234,96 @@ def test_in_place_change_of_a_saved_tensor_is_caught():
     weight.zero_()
     with pytest.raises(RuntimeError, match="mul backward: .* modified in place"):
         loss.backward()
+
+
+def test_in_place_change_through_a_view_or_detach_is_caught():
+    x = tn.tensor([1.0, 2.0], requires_grad=True)
+    loss = (x * x).sum()
+    x.detach().zero_()
+    with pytest.raises(RuntimeError, match="modified in place"):
+        loss.backward()
+    weight = tn.tensor([3.0, 4.0, 5.0])
+    loss = (x * weight[:2]).sum()  # Mul saves the view weight[:2]
+    with tn.no_grad():
+        weight[1:].fill_(0.0)  # another view of the same memory
+    with pytest.raises(RuntimeError, match="modified in place"):
+        loss.backward()
+
+
+def test_in_place_change_of_a_saved_output_is_caught():
+    x = tn.tensor([1.0, 2.0], requires_grad=True)
+    y = x.exp()  # Exp saves its output
+    loss = y.sum()
+    with tn.no_grad():
+        y.zero_()
+    with pytest.raises(RuntimeError, match="exp backward: .* modified in place"):
+        loss.backward()
+
+
+def test_grad_runs_only_the_part_of_the_graph_it_needs():
+    x = tn.tensor([1.0, 2.0], requires_grad=True)
+    hidden = x.exp()
+    a, b = hidden.sum(), (hidden * 2).sum()
+    (d_hidden,) = tn.grad(a, hidden)
+    assert d_hidden.tolist() == [1.0, 1.0]
+    b.backward()  # the graph below `hidden` was neither run nor freed by tn.grad
+    np.testing.assert_allclose(x.grad.numpy(), 2 * np.exp([1.0, 2.0]), rtol=1e-6)
+
+
+def test_a_backward_returning_none_still_lets_the_rest_flow():
+    class FirstOnly(Function):
+        def forward(self, a, b):
+            return a + b
+
+        def backward(self, grad):
+            return grad, None
+
+    x = tn.tensor([1.0, 2.0], requires_grad=True)
+    h = x * 2
+    (FirstOnly()(h, h) + h).sum().backward()
+    assert x.grad.tolist() == [4.0, 4.0]
+
+
+def test_grad_results_are_private_buffers_and_inputs_may_repeat():
+    a = tn.tensor([1.0, 2.0], requires_grad=True)
+    b = tn.tensor([3.0, 4.0], requires_grad=True)
+    grad_a, grad_b = tn.grad(((a + b) * 2).sum(), [a, b])
+    assert not np.shares_memory(grad_a.data, grad_b.data)
+    grad_a.zero_()  # writable, not a broadcast view
+    given = tn.ones(2)
+    (same,) = tn.grad(a + 1, a, given)
+    assert not np.shares_memory(same.data, given.data)
+    first, second = tn.grad((a * a).sum(), [a, a])
+    assert first.tolist() == second.tolist() == [2.0, 4.0]
+
+
+def test_in_place_arithmetic_updates_the_tensor_itself():
+    params = [tn.ones(2, requires_grad=True)]
+    with tn.no_grad():
+        for p in params:
+            p -= 0.5 * tn.ones(2)  # must change the tensor in the list, not rebind a name
+            p *= 4
+    assert params[0].tolist() == [2.0, 2.0]
+    with pytest.raises(RuntimeError, match="requires grad cannot be changed in place"):
+        params[0] += 1
+    counts = tn.tensor([1, 2])
+    with pytest.raises(RuntimeError, match="cannot be stored in place in a int64 tensor"):
+        counts += 0.5
+    with pytest.raises(RuntimeError, match="does not fit the tensor's shape"):
+        tn.ones(2).add_(tn.ones(3, 2))
+
+
+def test_set_grad_enabled_called_plainly_switches_the_mode():
+    try:
+        tn.set_grad_enabled(False)
+        assert not tn.is_grad_enabled()
+    finally:
+        tn.set_grad_enabled(True)
+    assert tn.is_grad_enabled()
+
+    @tn.set_grad_enabled(False)
+    def doubled(t):
+        return t * 2
+
+    assert tn.is_grad_enabled()  # decorating changes nothing by itself
+    assert not doubled(tn.ones(1, requires_grad=True)).requires_grad

@@ -544,3 +544,13 @@ class TestInPlace:
         x = tn.ones(2, requires_grad=True)
         with pytest.raises(RuntimeError):
             x.zero_()
+
+
+def test_bitwise_operators_follow_pytorch():
+    assert (~tn.tensor([1, 2])).tolist() == [-2, -3]
+    assert (~tn.tensor([True, False])).tolist() == [False, True]
+    assert (tn.tensor([6]) & tn.tensor([3])).tolist() == [2]
+    assert (tn.tensor([True, False]) | tn.tensor([False, False])).tolist() == [True, False]
+    assert (tn.tensor([5]) ^ 1).tolist() == [4]
+    with pytest.raises(TypeError, match="bitwise_not: needs an integer or bool tensor"):
+        ~tn.ones(2)

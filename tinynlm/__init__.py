@@ -7,13 +7,26 @@
 [5.437, 14.778, 40.171]
 """
 
-import os as _os
+def _load_source_kernels():
+    """In a source checkout ``kernels/`` sits beside this package (an install maps it to
+    ``tinynlm.kernels``); load it under that name so the checkout works the same way."""
+    import importlib.util
+    import os
+    import sys
 
-# In a source checkout the kernels/ folder sits beside this package; an install maps it to
-# tinynlm.kernels. Let the checkout import it under the same name.
-_source_kernels = _os.path.join(_os.path.dirname(__path__[0]), "kernels", "__init__.py")
-if not _os.path.isdir(_os.path.join(__path__[0], "kernels")) and _os.path.isfile(_source_kernels):
-    __path__.append(_os.path.dirname(__path__[0]))
+    package_dir = os.path.dirname(os.path.abspath(__file__))
+    installed = os.path.join(package_dir, "kernels", "__init__.py")
+    source = os.path.join(os.path.dirname(package_dir), "kernels", "__init__.py")
+    if os.path.isfile(installed) or not os.path.isfile(source) or "tinynlm.kernels" in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(
+        "tinynlm.kernels", source, submodule_search_locations=[os.path.dirname(source)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["tinynlm.kernels"] = module
+    spec.loader.exec_module(module)
+
+
+_load_source_kernels()
 
 from . import cuda, nn, ops  # noqa: E402
 from .autograd import (enable_grad, grad, is_grad_enabled, no_grad,  # noqa: E402

@@ -9,10 +9,14 @@ runs with grad mode on, so the backward pass is itself recorded and can be diffe
 The graph: every output Tensor points at the Function that made it (``grad_fn``); the Function
 keeps one edge per input, ``(parent_function, output_index)`` for an intermediate tensor,
 ``(leaf_tensor, None)`` for a leaf that requires grad, or ``None``. Nothing points back down, so
-the graph frees itself as soon as its last output goes away.
+the graph frees itself as soon as its last output goes away (after ``create_graph=True`` a leaf's
+``.grad`` holds a graph that refers back to the leaf: that cycle is left to the garbage
+collector, or broken by setting ``.grad = None``).
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -30,16 +34,39 @@ def is_grad_enabled() -> bool:
 
 
 class set_grad_enabled:
-    """Turn recording on or off, as a context manager or a decorator.
+    """Turn recording on or off: called plainly it switches the mode at once (as in PyTorch);
+    as a context manager or a decorator it restores the previous mode afterwards.
 
     >>> import tinynlm as tn
     >>> with tn.set_grad_enabled(False):
     ...     tn.is_grad_enabled()
     False
+    >>> tn.is_grad_enabled()
+    True
     """
 
     def __init__(self, mode: bool):
         self.mode = bool(mode)
+        self.previous = [_GradMode.enabled]
+        _GradMode.enabled = self.mode
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _GradMode.enabled = self.previous.pop()
+        return False
+
+    def __call__(self, function):
+        _GradMode.enabled = self.previous.pop()  # as a decorator it changes nothing until called
+        return _Scoped(self.mode)(function)
+
+
+class _Scoped:
+    """Grad mode ``mode`` inside a ``with`` block; the base of no_grad and enable_grad."""
+
+    def __init__(self, mode: bool):
+        self.mode = mode
         self.previous = []
 
     def __enter__(self):
@@ -52,19 +79,17 @@ class set_grad_enabled:
         return False
 
     def __call__(self, function):
+        mode = self.mode
+
+        @functools.wraps(function)
         def wrapper(*args, **kwargs):
-            with type(self)(*self._args()):
+            with _Scoped(mode):
                 return function(*args, **kwargs)
 
-        wrapper.__name__, wrapper.__doc__ = function.__name__, function.__doc__
-        wrapper.__wrapped__ = function
         return wrapper
 
-    def _args(self):
-        return (self.mode,)
 
-
-class no_grad(set_grad_enabled):
+class no_grad(_Scoped):
     """Record nothing inside the block (or the decorated function).
 
     >>> import tinynlm as tn
@@ -78,18 +103,12 @@ class no_grad(set_grad_enabled):
     def __init__(self):
         super().__init__(False)
 
-    def _args(self):
-        return ()
 
-
-class enable_grad(set_grad_enabled):
+class enable_grad(_Scoped):
     """Record ops inside the block even within ``no_grad``."""
 
     def __init__(self):
         super().__init__(True)
-
-    def _args(self):
-        return ()
 
 
 class Function:
@@ -103,7 +122,8 @@ class Function:
 
     save_inputs = ()
     save_output = False
-    target_device = None  # set by ops whose outputs live on another device than their inputs
+    returns_view = False   # set by ops whose output may share memory with their first input
+    target_device = None   # set by ops whose outputs live on another device than their inputs
 
     # Set on every call: the array module (numpy or cupy) the forward should use.
     xp = np
@@ -118,6 +138,7 @@ class Function:
             if tensor._requires_grad:
                 wants_grad = _GradMode.enabled
         if device is backend.CPU:
+            self.xp = np
             outputs = self.forward(*[tensor.data for tensor in inputs])
         else:
             cupy = backend.cupy_module()
@@ -126,25 +147,29 @@ class Function:
                 outputs = self.forward(*[tensor.data for tensor in inputs])
         if self.target_device is not None:
             device = self.target_device
+        single = type(outputs) is not tuple
+        if single:
+            outputs = (outputs,)
+        # A view shares memory with its input, so it shares the input's version counter too.
+        version = inputs[0]._version if self.returns_view else None
 
         if not wants_grad:
-            if type(outputs) is tuple:
-                return tuple(Tensor._make(out, device) for out in outputs)
-            return Tensor._make(outputs, device)
+            results = tuple(Tensor._make(out, device, version=version if out.base is not None
+                                         else None) for out in outputs)
+            return results[0] if single else results
         self.edges = [_edge(tensor) for tensor in inputs]
         if self.save_inputs:
             self.saved_tensors = [inputs[i] for i in self.save_inputs]
-            self.saved_versions = [tensor._version for tensor in self.saved_tensors]
+            self.saved_versions = [tensor._version[0] for tensor in self.saved_tensors]
         self.device = device
-        if type(outputs) is tuple:
-            self.saved_outputs = outputs if self.save_output else None
-            self.output_meta = [(out.shape, out.dtype) for out in outputs]
-            return tuple(Tensor._make(out, device, self, index)
-                         for index, out in enumerate(outputs))
-        result = Tensor._make(outputs, device, self, 0)
-        self.saved_outputs = (result.data,) if self.save_output else None
-        self.output_meta = ((result.data.shape, result.data.dtype),)
-        return result
+        results = tuple(Tensor._make(out, device, self, index,
+                                     version if out.base is not None else None)
+                        for index, out in enumerate(outputs))
+        self.output_meta = [(out.shape, out.dtype) for out in outputs]
+        if self.save_output:
+            self.saved_outputs = outputs
+            self.saved_output_versions = [(r._version, r._version[0]) for r in results]
+        return results[0] if single else results
 
     @property
     def name(self) -> str:
@@ -191,27 +216,20 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
     """Backpropagate ``root_grads`` from ``roots``.
 
     With ``inputs=None`` gradients accumulate into the ``.grad`` of every leaf reached. Otherwise
-    nothing is accumulated and the gradients of ``inputs`` are returned (for :func:`grad`).
-    The graph is walked in topological order with dependency counts (no recursion, and each node
-    runs once).
+    only the part of the graph that leads to ``inputs`` runs, nothing is accumulated, and the
+    gradients of ``inputs`` are returned (for :func:`grad`). The graph is walked in topological
+    order with dependency counts: no recursion, and each node runs once.
     """
-    capture = None
-    if inputs is not None:
-        # id(leaf) or (node, output index) -> position in inputs
-        capture = {(id(t) if t.grad_fn is None else (t.grad_fn, t.output_index)): position
-                   for position, t in enumerate(inputs)}
-        captured = [None] * len(inputs)
-    leaves = _LeafGradients(create_graph, capture)
-
-    buffers = {}       # Function -> list of gradient Tensors, one per output
+    leaves = _GradientSink(create_graph, inputs)
+    buffers = {}       # Function -> list of gradient Tensors (or None), one per output
     root_nodes = []
     previous_mode, _GradMode.enabled = _GradMode.enabled, create_graph
     try:
         for root, grad in zip(roots, root_grads):
-            leaves.handed_out.add(id(grad.data))  # the caller's gradient stays the caller's
+            leaves.keep_private(grad.data)  # the caller's gradient stays the caller's
             node = root.grad_fn
             if node is None:
-                leaves.deliver(root, grad)
+                leaves.deliver_to_leaf(root, grad)
                 continue
             if node.edges is None:
                 raise RuntimeError(_RELEASED)
@@ -219,118 +237,189 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
                 buffers[node] = [None] * len(node.output_meta)
                 root_nodes.append(node)
             slot = buffers[node]
-            index = root.output_index
-            slot[index] = grad if slot[index] is None else slot[index] + grad
+            slot[root.output_index] = _add(slot[root.output_index], grad)
 
-        dependencies = _count_dependencies(root_nodes)
-        ready = [node for node in root_nodes if node not in dependencies]
+        dependencies, reached, runs = _walk_graph(root_nodes, leaves)
+        ready = [node for node in root_nodes if node not in dependencies and node in reached]
         while ready:
             node = ready.pop()
-            grads = buffers.pop(node)
-            if capture is not None:
-                for index, grad in enumerate(grads):
-                    position = capture.get((node, index))
-                    if position is not None:
-                        captured[position] = grad
-            if len(grads) > 1:  # an output nobody used gets a zero gradient
-                for index, (shape, dtype) in enumerate(node.output_meta):
-                    if grads[index] is None:
-                        grads[index] = Tensor._make(node.xp.zeros(shape, dtype), node.device)
-            if node.save_inputs:
-                _check_versions(node)
-            input_grads = node.backward(*grads)
-            if type(input_grads) is not tuple:
-                input_grads = (input_grads,)
+            grads = buffers.pop(node, None)
+            if grads is not None:
+                leaves.capture_outputs(node, grads)
+            if node not in runs:
+                continue  # only read for tn.grad: the graph above it is left as it is
+            input_grads = _run_node(node, grads) if grads is not None else ()
             edges = node.edges
             if not retain_graph:
                 node.release()
-            for edge, grad in zip(edges, input_grads):
-                if edge is None or grad is None:
+            for position, edge in enumerate(edges):
+                if edge is None:
                     continue
                 parent, index = edge
+                grad = input_grads[position] if position < len(input_grads) else None
                 if index is None:
-                    _check_gradient(node, grad, parent.data.shape, parent.data.dtype)
-                    leaves.deliver(parent, grad)
+                    if grad is not None:
+                        _check_gradient(node, grad, parent.data.shape, parent.data.dtype)
+                        leaves.deliver_to_leaf(parent, grad)
                     continue
-                _check_gradient(node, grad, *parent.output_meta[index])
-                slot = buffers.get(parent)
-                if slot is None:
-                    slot = buffers[parent] = [None] * len(parent.output_meta)
-                slot[index] = grad if slot[index] is None else slot[index] + grad
+                if parent not in reached:
+                    continue
+                if grad is not None:
+                    _check_gradient(node, grad, *parent.output_meta[index])
+                    slot = buffers.get(parent)
+                    if slot is None:
+                        slot = buffers[parent] = [None] * len(parent.output_meta)
+                    slot[index] = _add(slot[index], grad)
                 remaining = dependencies[parent] - 1
                 dependencies[parent] = remaining
                 if remaining == 0:
                     ready.append(parent)
     finally:
         _GradMode.enabled = previous_mode
-
-    if capture is None:
-        return None
-    for position, grad in leaves.captured.items():
-        captured[position] = grad
-    for position, grad in enumerate(captured):
-        if grad is None and not allow_unused:
-            raise RuntimeError(f"grad: input {position} was not used to compute the outputs "
-                               "(pass allow_unused=True to get None for it)")
-    return tuple(captured)
+    return leaves.results(allow_unused)
 
 
-class _LeafGradients:
-    """Where gradients reaching leaves go: into ``.grad`` (accumulating), or, for :func:`grad`,
-    into ``captured`` for the requested leaves only."""
+def _add(total, grad):
+    return grad if total is None else total + grad
 
-    def __init__(self, create_graph, capture):
+
+def _run_node(node, grads):
+    """Call ``node.backward`` with a gradient for every output (zeros for unused ones)."""
+    for index, (shape, dtype) in enumerate(node.output_meta):
+        if grads[index] is None:  # an output nobody used gets a zero gradient
+            grads[index] = Tensor._make(node.xp.zeros(shape, dtype), node.device)
+    _check_versions(node)
+    input_grads = node.backward(*grads)
+    return input_grads if type(input_grads) is tuple else (input_grads,)
+
+
+class _GradientSink:
+    """Where gradients end up: accumulated into the ``.grad`` of leaves, or, for :func:`grad`,
+    collected for the requested ``inputs`` only (leaf or not)."""
+
+    def __init__(self, create_graph, inputs):
         self.create_graph = create_graph
-        self.capture = capture
-        self.captured = {}      # position in inputs -> gradient
-        self.handed_out = set()  # ids of arrays already stored somewhere during this pass
+        self.inputs = inputs
+        self.private = []  # arrays already stored somewhere during this pass (held, not ids)
+        if inputs is not None:
+            # id(leaf) or (node, output index) -> the positions in inputs it fills
+            self.wanted = {}
+            for position, tensor in enumerate(inputs):
+                key = id(tensor) if tensor.grad_fn is None else (tensor.grad_fn, tensor.output_index)
+                self.wanted.setdefault(key, []).append(position)
+            self.collected = [None] * len(inputs)
 
-    def deliver(self, leaf, grad):
-        if self.capture is not None:
-            position = self.capture.get(id(leaf))
-            if position is not None:
-                previous = self.captured.get(position)
-                self.captured[position] = grad if previous is None else previous + grad
+    def keep_private(self, array):
+        self.private.append(array)
+
+    def _owned(self, grad):
+        """``grad`` itself, or a copy when its buffer is a view or already stored elsewhere."""
+        data = grad.data
+        if data.base is not None or any(data is other for other in self.private):
+            if grad.requires_grad:  # under create_graph: a copy that stays in the graph
+                with set_grad_enabled(True):
+                    grad = grad.clone()
+            else:
+                grad = Tensor._make(data.copy(), grad.device)
+        self.private.append(grad.data)
+        return grad
+
+    def wants(self, key) -> bool:
+        return self.inputs is None or key in self.wanted
+
+    def capture_outputs(self, node, grads):
+        if self.inputs is None:
             return
-        if leaf.grad is None:
-            data = grad.data
-            # Never let two leaves (or a leaf and the caller) share one gradient buffer.
-            if data.base is not None or id(data) in self.handed_out:
-                grad = Tensor._make(data.copy(), grad.device, grad.grad_fn, grad.output_index)
-            self.handed_out.add(id(grad.data))
-            leaf.grad = grad
+        for index, grad in enumerate(grads):
+            for position in self.wanted.get((node, index), ()):
+                self.collected[position] = grad
+
+    def deliver_to_leaf(self, leaf, grad):
+        if self.inputs is not None:
+            for position in self.wanted.get(id(leaf), ()):
+                self.collected[position] = _add(self.collected[position], grad)
+        elif leaf.grad is None:
+            leaf.grad = self._owned(grad)
         elif self.create_graph:
             leaf.grad = leaf.grad + grad
         else:
             leaf.grad = Tensor._make(leaf.grad.data + grad.data, leaf.device)
 
+    def results(self, allow_unused):
+        if self.inputs is None:
+            return None
+        for position, grad in enumerate(self.collected):
+            if grad is None and not allow_unused:
+                raise RuntimeError(f"grad: input {position} was not used to compute the outputs "
+                                   "(pass allow_unused=True to get None for it)")
+        return tuple(None if grad is None else self._owned(grad) for grad in self.collected)
 
-def _count_dependencies(root_nodes):
-    """For each node reachable from the roots, how many graph edges lead into it."""
-    dependencies = {}
+
+def _walk_graph(root_nodes, sink):
+    """Visit every node reachable from the roots, iteratively.
+
+    Returns ``(dependencies, reached, runs)``: the nodes that receive gradients, those whose
+    backward must run, and for each reached node how many edges from running nodes lead into
+    it. For ``.backward()`` every node is in both sets; for :func:`grad` only the nodes on a
+    path to a wanted input run, and a node whose own output is wanted is reached but need not
+    run.
+    """
+    order, parents = [], {}
     stack = list(root_nodes)
     seen = set(root_nodes)
     while stack:
         node = stack.pop()
         if node.edges is None:
             raise RuntimeError(_RELEASED)
+        order.append(node)
+        node_parents = parents[node] = []
         for edge in node.edges:
             if edge is None or edge[1] is None:
                 continue
             parent = edge[0]
-            dependencies[parent] = dependencies.get(parent, 0) + 1
+            node_parents.append(parent)
             if parent not in seen:
                 seen.add(parent)
                 stack.append(parent)
-    return dependencies
+    if sink.inputs is None:
+        reached = runs = seen
+    else:
+        reached = {node for node in order
+                   if any(sink.wants((node, index)) for index in range(len(node.output_meta)))}
+        runs = set()
+        changed = True
+        while changed:  # discovery order is not topological: repeat until nothing changes
+            changed = False
+            for node in reversed(order):
+                if node not in runs and (
+                        any(parent in reached for parent in parents[node])
+                        or any(edge is not None and edge[1] is None and sink.wants(id(edge[0]))
+                               for edge in node.edges)):
+                    runs.add(node)
+                    reached.add(node)
+                    changed = True
+    dependencies = {}
+    for node in order:
+        if node in runs:
+            for parent in parents[node]:
+                if parent in reached:
+                    dependencies[parent] = dependencies.get(parent, 0) + 1
+    return dependencies, reached, runs
 
 
 def _check_versions(node):
-    for tensor, version in zip(node.saved_tensors, node.saved_versions):
-        if tensor._version != version:
-            raise RuntimeError(f"{node.name} backward: a tensor of shape {tensor.shape} it saved "
-                               "for the gradient was modified in place afterwards (zero_, fill_, "
-                               "copy_ or item assignment), so the gradient would be wrong")
+    """Refuse to compute a gradient from a saved tensor that was changed in place since."""
+    stale = []
+    if node.save_inputs:
+        stale = [tensor.shape for tensor, version in zip(node.saved_tensors, node.saved_versions)
+                 if tensor._version[0] != version]
+    if node.save_output:
+        stale += [shape for (cell, version), (shape, _) in
+                  zip(node.saved_output_versions, node.output_meta) if cell[0] != version]
+    if stale:
+        raise RuntimeError(f"{node.name} backward: a tensor of shape {stale[0]} it saved for the "
+                           "gradient was modified in place afterwards (an in-place op, zero_, "
+                           "fill_, copy_ or item assignment), so the gradient would be wrong")
 
 
 def _check_gradient(node, grad, shape, dtype):

@@ -134,8 +134,12 @@ def device_of_array(array) -> Device:
 
 
 def is_array(obj) -> bool:
-    """True for a NumPy array or, once CuPy is loaded, a CuPy array."""
-    return isinstance(obj, np.ndarray) or (_cupy is not None and isinstance(obj, _cupy.ndarray))
+    """True for a NumPy or a CuPy array (CuPy is loaded when a CuPy array is seen first)."""
+    if isinstance(obj, np.ndarray):
+        return True
+    if _cupy is None and type(obj).__module__.startswith("cupy"):
+        cupy_module()
+    return _cupy is not None and isinstance(obj, _cupy.ndarray)
 
 
 def to_host(array) -> np.ndarray:

@@ -53,7 +53,7 @@ SAFETENSORS_DTYPES = {
     "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
 }
 _SAFETENSORS_NAME_OF = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}
-_HEADER_SIZE_BYTES = 8
+_SIZE_FIELD_BYTES = 8  # the little-endian uint64 at the start that gives the header's length
 
 
 def save(obj, path) -> None:
@@ -61,9 +61,9 @@ def save(obj, path) -> None:
 
     ``obj`` is nested dicts (str or int keys), lists and tuples of Python scalars (int, float,
     bool, str, None), tinynlm Tensors and NumPy arrays or scalars (CuPy arrays are copied to the
-    host): a ``state_dict()``, an optimizer's state or a whole training checkpoint. The file is
-    written beside ``path`` under a temporary name, synced, and renamed over ``path``, so a
-    failure leaves any previous file untouched.
+    host and load as NumPy arrays): a ``state_dict()``, an optimizer's state or a whole training
+    checkpoint. The file is written beside ``path`` under a temporary name, synced, and renamed
+    over ``path``, so a failure leaves any previous file untouched.
 
     >>> import os, tempfile, numpy as np, tinynlm as tn
     >>> folder = tempfile.TemporaryDirectory()
@@ -96,8 +96,9 @@ def save(obj, path) -> None:
 def load(path, map_location=None):
     """Read a file written by :func:`save` back into the same structure.
 
-    NumPy arrays come back as NumPy arrays and tinynlm Tensors as Tensors (with their
-    ``requires_grad``) on the CPU, or on ``map_location`` (``"cuda"``, ``"cuda:1"``) when given.
+    NumPy arrays and scalars come back as NumPy arrays and scalars, and tinynlm Tensors as leaf
+    Tensors (with their ``requires_grad``) on the CPU, or on ``map_location`` (``"cuda"``,
+    ``"cuda:1"``) when given; ``map_location`` moves Tensors only.
     A safetensors file from another tool loads as a dict of tensor name -> NumPy array.
 
     >>> import os, tempfile, tinynlm as tn
@@ -143,7 +144,8 @@ class _Flattener:
         self._open_containers = set()  # ids of the containers on the current key path
 
     def encode(self, obj, key_path):
-        """The structure NODE of ``obj`` (see the module docstring); arrays go to ``self.arrays``."""
+        """The structure NODE of ``obj`` (see the module docstring); its arrays go to
+        ``self.arrays``."""
         if isinstance(obj, Tensor):
             return {"tensor": self._add(obj.data, key_path), "kind": "tinynlm.Tensor",
                     "requires_grad": obj.requires_grad}
@@ -158,20 +160,21 @@ class _Flattener:
         if isinstance(obj, (dict, list, tuple)):
             if id(obj) in self._open_containers:
                 raise ValueError(f"{self._error_prefix}: the {type(obj).__name__} at key path "
-                                 f"{_describe(key_path)} contains itself")
+                                 f"{_describe(key_path)} contains itself (a reference cycle)")
             self._open_containers.add(id(obj))
             node = self._encode_container(obj, key_path)
             self._open_containers.discard(id(obj))
             return node
-        raise TypeError(f"{self._error_prefix}: cannot save an object of type "
-                        f"{type(obj).__module__}.{type(obj).__qualname__} at key path "
-                        f"{_describe(key_path)}; supported are dict, list, tuple, int, float, "
-                        "bool, str, None, tinynlm.Tensor and NumPy/CuPy arrays")
+        raise TypeError(f"{self._error_prefix}: the object at key path {_describe(key_path)} is "
+                        f"a {type(obj).__module__}.{type(obj).__qualname__}, which cannot be "
+                        "saved; supported are dict, list, tuple, int, float, bool, str, None, "
+                        "tinynlm.Tensor and NumPy/CuPy arrays and scalars")
 
     def _encode_container(self, obj, key_path):
         if not isinstance(obj, dict):
             kind = "list" if isinstance(obj, list) else "tuple"
-            return {kind: [self.encode(item, key_path + (index,)) for index, item in enumerate(obj)]}
+            return {kind: [self.encode(item, key_path + (index,))
+                           for index, item in enumerate(obj)]}
         items = []
         for key, value in obj.items():
             if not isinstance(key, (str, int)) or isinstance(key, bool):
@@ -187,7 +190,7 @@ class _Flattener:
             raise TypeError(f"{self._error_prefix}: the array at key path {_describe(key_path)} "
                             f"has dtype {array.dtype}; safetensors holds "
                             + ", ".join(str(dtype) for dtype in _SAFETENSORS_NAME_OF))
-        natural = ".".join(str(key) for key in key_path) or "tensor"
+        natural = ".".join(str(key) for key in key_path) if key_path else "tensor"
         name, suffix = natural, 0
         while name in self.arrays or name == "__metadata__":
             suffix += 1
@@ -248,11 +251,11 @@ def _read_header(file, path):
     """Read and check the header: returns (where the data starts, {name: (dtype, shape, begin,
     end)}, the __metadata__ map)."""
     file_size = os.fstat(file.fileno()).st_size
-    if file_size < _HEADER_SIZE_BYTES:
+    if file_size < _SIZE_FIELD_BYTES:
         raise _file_error(path, f"the file is {file_size} bytes long, shorter than the 8-byte "
                                 "header size of a safetensors file")
-    (header_size,) = struct.unpack("<Q", file.read(_HEADER_SIZE_BYTES))
-    if header_size > file_size - _HEADER_SIZE_BYTES:
+    (header_size,) = struct.unpack("<Q", file.read(_SIZE_FIELD_BYTES))
+    if header_size > file_size - _SIZE_FIELD_BYTES:
         raise _file_error(path, f"the header size {header_size} runs past the end of the file "
                                 f"({file_size} bytes); the file is truncated or not safetensors")
     try:
@@ -266,8 +269,8 @@ def _read_header(file, path):
                                                  for value in metadata.values()):
         raise _file_error(path, "__metadata__ must map strings to strings")
     entries = {name: _check_entry(path, name, info) for name, info in header.items()}
-    _check_data_layout(path, entries, file_size - _HEADER_SIZE_BYTES - header_size)
-    return _HEADER_SIZE_BYTES + header_size, entries, metadata
+    _check_data_layout(path, entries, file_size - _SIZE_FIELD_BYTES - header_size)
+    return _SIZE_FIELD_BYTES + header_size, entries, metadata
 
 
 def _check_entry(path, name, info):
@@ -334,7 +337,8 @@ def _unflatten(metadata_json, arrays, device, path):
         document = json.loads(metadata_json)
         version, structure = document["format_version"], document["structure"]
     except (ValueError, TypeError, KeyError) as error:
-        raise _file_error(path, f"the tinynlm metadata is malformed ({error!r})") from None
+        raise _file_error(path, f"the tinynlm metadata is malformed "
+                                f"({type(error).__name__}: {error})") from None
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise _file_error(path, f"it was written in tinynlm checkpoint format {version!r}; this "
                                 f"tinynlm reads format {FORMAT_VERSION} and older")
@@ -360,7 +364,8 @@ def _unflatten(metadata_json, arrays, device, path):
     try:
         result = decode(structure)
     except (ValueError, TypeError, KeyError, AttributeError) as error:
-        raise _file_error(path, f"the tinynlm metadata is malformed ({error})") from None
+        raise _file_error(path, f"the tinynlm metadata is malformed "
+                                f"({type(error).__name__}: {error})") from None
     missing = [name for name in referenced if name not in arrays]
     if missing:
         raise _file_error(path, f"the tinynlm metadata refers to tensors {missing}, which are not "

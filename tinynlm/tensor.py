@@ -38,22 +38,24 @@ class Tensor:
         self._set(array, device)
         self.requires_grad = requires_grad
 
-    def _set(self, array, device, grad_fn=None, output_index=0):
+    def _set(self, array, device, grad_fn=None, output_index=0, version=None):
         self.data = array
         self.device = device
         self.grad = None
         self.grad_fn = grad_fn
         self.output_index = output_index
         self._requires_grad = grad_fn is not None
-        self._version = 0  # bumped by in-place changes, so backward can spot stale saved values
+        # A one-element list counting in-place changes, shared by tensors that share memory
+        # (views, detach()), so backward can spot saved values that changed under it.
+        self._version = [0] if version is None else version
 
     @classmethod
-    def _make(cls, array, device, grad_fn=None, output_index=0):
+    def _make(cls, array, device, grad_fn=None, output_index=0, version=None):
         """Wrap an array without any checks (for ops, which already checked)."""
         if type(array) is not np.ndarray and isinstance(array, np.generic):
             array = np.asarray(array)  # NumPy returns scalars for 0-d results; keep arrays
         tensor = cls.__new__(cls)
-        tensor._set(array, device, grad_fn, output_index)
+        tensor._set(array, device, grad_fn, output_index, version)
         return tensor
 
     # ------------------------------------------------------------------ attributes
@@ -207,8 +209,8 @@ class Tensor:
         return self.to(dtype)
 
     def detach(self):
-        """The same data, cut from the graph."""
-        return Tensor._make(self.data, self.device)
+        """The same data (shared memory, shared version counter), cut from the graph."""
+        return Tensor._make(self.data, self.device, version=self._version)
 
     def detach_(self):
         """Cut this tensor from the graph in place."""
@@ -239,23 +241,22 @@ class Tensor:
             retain_graph = create_graph
         autograd.run_backward([self], [root_gradient], retain_graph, create_graph)
 
+    # ------------------------------------------------------------------ in-place updates
+    # In-place changes happen outside the graph (for optimizers, initialisation and masks):
+    # a tensor that requires grad can only be changed under tn.no_grad(). Each change bumps the
+    # version counter, so a backward that saved the old values refuses to run.
+
     def zero_(self):
-        """Fill with zeros in place (for gradients and initialisation, outside any graph)."""
-        self._check_inplace("zero_")
-        self.data[...] = 0
-        return self
+        """Fill with zeros in place."""
+        return self._write("zero_", Ellipsis, 0)
 
     def fill_(self, value):
-        """Fill with ``value`` in place (outside any graph)."""
-        self._check_inplace("fill_")
-        self.data[...] = value
-        return self
+        """Fill with ``value`` in place."""
+        return self._write("fill_", Ellipsis, value)
 
     def copy_(self, source):
-        """Copy ``source`` (broadcastable to this shape, any device) into this tensor in place."""
-        self._check_inplace("copy_")
-        source_data = source.data if isinstance(source, Tensor) else source
-        source_shape = tuple(getattr(source_data, "shape", ()))
+        """Copy ``source`` (broadcastable to this shape, from any device) into this tensor."""
+        source_shape = tuple(getattr(source, "shape", ()))
         try:
             broadcast = np.broadcast_shapes(source_shape, self.shape)
         except ValueError:
@@ -263,15 +264,80 @@ class Tensor:
         if broadcast != self.shape:
             raise RuntimeError(f"copy_: source of shape {source_shape} does not broadcast to the "
                                f"destination shape {self.shape}")
-        self.data[...] = backend.move_array(source_data, self.device) \
-            if backend.is_array(source_data) else source_data
-        return self
+        return self._write("copy_", Ellipsis, source, any_device=True)
 
-    def _check_inplace(self, name):
+    def __setitem__(self, index, value):
+        self._write("__setitem__", ops.array_index(index, self.device, "__setitem__"), value)
+
+    def add_(self, other, alpha=1):
+        """``self += alpha * other`` in place.
+
+        >>> import tinynlm as tn
+        >>> x = tn.ones(2)
+        >>> x += 1
+        >>> x.add_(tn.ones(2), alpha=3).tolist()
+        [5.0, 5.0]
+        """
+        return self._update("add_", other, lambda a, b: a + b * alpha if alpha != 1 else a + b)
+
+    def sub_(self, other, alpha=1):
+        """``self -= alpha * other`` in place."""
+        return self._update("sub_", other, lambda a, b: a - b * alpha if alpha != 1 else a - b)
+
+    def mul_(self, other):
+        """``self *= other`` in place."""
+        return self._update("mul_", other, lambda a, b: a * b)
+
+    def div_(self, other):
+        """``self /= other`` in place."""
+        return self._update("div_", other, lambda a, b: a / b)
+
+    def clamp_(self, min=None, max=None):
+        """Limit values to ``[min, max]`` in place."""
+        return self._write("clamp_", Ellipsis, ops.clamp(self.detach(), min, max))
+
+    def __iadd__(self, other):
+        return self.add_(other)
+
+    def __isub__(self, other):
+        return self.sub_(other)
+
+    def __imul__(self, other):
+        return self.mul_(other)
+
+    def __itruediv__(self, other):
+        return self.div_(other)
+
+    def _update(self, name, other, combine):
+        """``self = combine(self, other)`` in place, computed out of the graph with the usual
+        broadcasting and promotion; the result must keep this tensor's shape and dtype kind."""
+        from .autograd import no_grad
+
+        with no_grad():
+            result = combine(self.detach(), other)
+        if result.shape != self.shape:
+            raise RuntimeError(f"{name}: the result has shape {result.shape}, which does not fit "
+                               f"the tensor's shape {self.shape}")
+        if dtypes.result_type(self.dtype, result.dtype) != self.dtype and \
+                result.dtype.kind != self.dtype.kind:
+            raise RuntimeError(f"{name}: a {result.dtype} result cannot be stored in place in a "
+                               f"{self.dtype} tensor")
+        return self._write(name, Ellipsis, result)
+
+    def _write(self, name, index, value, any_device=False):
         if self.requires_grad and autograd.is_grad_enabled():
             raise RuntimeError(f"{name}: a tensor that requires grad cannot be changed in place "
                                "while grad mode is on; wrap the update in tn.no_grad()")
-        self._version += 1
+        if isinstance(value, Tensor):
+            if value.device != self.device and not any_device:
+                raise RuntimeError(f"{name}: the value is on {value.device} but the tensor is on "
+                                   f"{self.device}")
+            value = value.data
+        if backend.is_array(value):
+            value = backend.move_array(value, self.device)
+        self.data[index] = value
+        self._version[0] += 1
+        return self
 
     # ------------------------------------------------------------------ display
     def __repr__(self):
@@ -360,21 +426,19 @@ class Tensor:
         return ops.ne(self, other)
 
     def __invert__(self):
-        return ops.logical_not(self)
+        return ops.bitwise_not(self)
 
     def __and__(self, other):
-        return ops.logical_and(self, other)
+        return ops.bitwise_and(self, other)
 
     def __or__(self, other):
-        return ops.logical_or(self, other)
+        return ops.bitwise_or(self, other)
+
+    def __xor__(self, other):
+        return ops.bitwise_xor(self, other)
 
     def __getitem__(self, index):
         return ops.getitem(self, index)
-
-    def __setitem__(self, index, value):
-        self._check_inplace("__setitem__")
-        value = value.data if isinstance(value, Tensor) else value
-        self.data[ops.array_index(index, self.device, "__setitem__")] = value
 
     # ------------------------------------------------------------------ op methods
     add = __add__
@@ -563,7 +627,7 @@ def _comparable(value) -> bool:
 def _normalize_dim(dim, ndim, op_name):
     """A dim in ``[-ndim, ndim)`` as a non-negative int, or a clear IndexError.
     (A 0-d tensor accepts 0 and -1, as in PyTorch.)"""
-    if type(dim) is not int and not isinstance(dim, (int, np.integer)):
+    if type(dim) is not int and (isinstance(dim, bool) or not isinstance(dim, np.integer)):
         raise TypeError(f"{op_name}: dim must be an int, got {dim!r}")
     size = ndim or 1
     if not -size <= dim < size:

@@ -249,3 +249,4 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     if weight is not None:
         loss = loss * weight
     return _reduce(loss, reduction, "binary_cross_entropy_with_logits")
+from .scaled_attention import scaled_dot_product_attention  # noqa: E402,F401

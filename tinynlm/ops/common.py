@@ -73,8 +73,10 @@ def normalize_dims(dim, ndim: int, op_name: str):
     if dim is None:
         return tuple(range(ndim))
     if isinstance(dim, (int, np.integer)):
-        return (_normalize_dim(dim, ndim, op_name),)
+        dim = (dim,)
     dims = tuple(_normalize_dim(d, ndim, op_name) for d in dim)
+    if ndim == 0:
+        return ()  # a 0-d tensor accepts dim 0 or -1 and has nothing to reduce
     if len(set(dims)) != len(dims):
         raise ValueError(f"{op_name}: dim {tuple(dim)} repeats a dimension")
     return tuple(sorted(dims))

@@ -93,7 +93,9 @@ class Pow(Function):
         a, b = self.saved_tensors
         grad_a = grad_b = None
         if self.needs_input_grad(0):
-            grad_a = sum_to(grad * b * a ** (b - 1), a.shape)
+            # b * a^(b-1) is 0 where b == 0 (even at a == 0, where a^(b-1) is infinite).
+            slope = where(b == 0, 0.0, b * a ** (b - 1))
+            grad_a = sum_to(grad * slope, a.shape)
         if self.needs_input_grad(1):
             # d(a^b)/db = a^b log a; taken as 0 where a == 0 (as PyTorch does).
             log_a = where(a == 0, 0.0, log(where(a == 0, 1.0, a)))
@@ -167,10 +169,17 @@ def pow(base, exponent):
     """
     if isinstance(base, Tensor) and isinstance(exponent, numbers.Number) \
             and not isinstance(exponent, bool):
-        if base.dtype.kind != "f" and not isinstance(exponent, numbers.Integral):
+        exponent = _python_number(exponent)
+        if base.dtype.kind != "f" and not isinstance(exponent, int):
             base = promote_to_float(base)
         return PowScalar(exponent)(base)
     return _binary(Pow(), "pow", base, exponent)
+
+
+def _python_number(value):
+    """A NumPy scalar as the Python number it holds: NumPy 2 treats ``np.float64(2)`` as a
+    float64 operand (promoting float32 arrays), a Python float as a weak one (it does not)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def neg(x):
@@ -295,7 +304,7 @@ class Erf(Function):
     save_inputs = (0,)
 
     def forward(self, x):
-        return dispatch.kernel("erf", self.xp)(x)
+        return dispatch.kernel("erf", self.xp)(x).astype(x.dtype, copy=False)
 
     def backward(self, grad):
         (x,) = self.saved_tensors
@@ -397,7 +406,7 @@ def silu(x):
 
 def softplus(x, beta=1.0, threshold=20.0):
     """``log(1 + exp(beta * x)) / beta``, linear where ``beta * x > threshold`` (PyTorch's)."""
-    return Softplus(beta, threshold)(promote_to_float(x))
+    return Softplus(_python_number(beta), _python_number(threshold))(promote_to_float(x))
 
 
 def sign(x):
@@ -408,7 +417,9 @@ def sign(x):
 # ----------------------------------------------------------------------------- selection
 
 
-class Maximum(Function):
+class MaxOrMin(Function):
+    """Elementwise maximum (``take_larger``) or minimum of two tensors."""
+
     save_inputs = (0, 1)
 
     def __init__(self, take_larger):
@@ -471,12 +482,12 @@ class Where(Function):
 
 def maximum(a, b):
     """Elementwise maximum (ties share the gradient evenly)."""
-    return _binary(Maximum(True), "maximum", a, b)
+    return _binary(MaxOrMin(True), "maximum", a, b)
 
 
 def minimum(a, b):
     """Elementwise minimum (ties share the gradient evenly)."""
-    return _binary(Maximum(False), "minimum", a, b)
+    return _binary(MaxOrMin(False), "minimum", a, b)
 
 
 class ClampBetweenTensors(Function):
@@ -523,7 +534,10 @@ def clamp(x, min=None, max=None):
             return ClampBetweenTensors()(x, low, high)
         except ValueError:
             raise broadcast_error("clamp", x, low, high) from None
-    return Clamp(min, max)(x)
+    low, high = _python_number(min), _python_number(max)
+    if x.dtype.kind != "f" and any(isinstance(bound, float) for bound in (low, high)):
+        x = promote_to_float(x)  # an integer tensor clamped to float bounds becomes float32
+    return Clamp(low, high)(x)
 
 
 def _condition_array(condition, op_name, device):
@@ -573,31 +587,41 @@ def masked_fill(x, mask, value):
     return Where(mask_array)(fill, x)
 
 
-# ----------------------------------------------------------------------------- comparisons
+# ----------------------------------------------------------------------------- comparisons and logic
 
 
-def _compare(ufunc_name, op_name):
-    def compare(a, b):
+def _elementwise_constant(ufunc_name, op_name, description, integer_only=False):
+    """A non-differentiable binary op (comparison, logic, bits) with broadcasting."""
+    def compute(a, b):
         a, b = binary_operands(op_name, a, b)
+        if integer_only and (a.dtype.kind not in "biu" or b.dtype.kind not in "biu"):
+            raise TypeError(f"{op_name}: needs integer or bool tensors, got {a.dtype} and "
+                            f"{b.dtype}")
         try:
             result = getattr(a.xp, ufunc_name)(a.data, b.data)
         except ValueError:
             raise broadcast_error(op_name, a, b) from None
         return Tensor._make(result, a.device)
 
-    compare.__name__ = op_name
-    compare.__doc__ = f"Elementwise ``{op_name}`` as a bool tensor (not differentiable)."
-    return compare
+    compute.__name__ = op_name
+    compute.__doc__ = f"Elementwise {description} (not differentiable)."
+    return compute
 
 
-eq = _compare("equal", "eq")
-ne = _compare("not_equal", "ne")
-lt = _compare("less", "lt")
-le = _compare("less_equal", "le")
-gt = _compare("greater", "gt")
-ge = _compare("greater_equal", "ge")
-logical_and = _compare("logical_and", "logical_and")
-logical_or = _compare("logical_or", "logical_or")
+eq = _elementwise_constant("equal", "eq", "``a == b`` as a bool tensor")
+ne = _elementwise_constant("not_equal", "ne", "``a != b`` as a bool tensor")
+lt = _elementwise_constant("less", "lt", "``a < b`` as a bool tensor")
+le = _elementwise_constant("less_equal", "le", "``a <= b`` as a bool tensor")
+gt = _elementwise_constant("greater", "gt", "``a > b`` as a bool tensor")
+ge = _elementwise_constant("greater_equal", "ge", "``a >= b`` as a bool tensor")
+logical_and = _elementwise_constant("logical_and", "logical_and", "logical and, as bools")
+logical_or = _elementwise_constant("logical_or", "logical_or", "logical or, as bools")
+bitwise_and = _elementwise_constant("bitwise_and", "bitwise_and", "``a & b`` (logical on bools)",
+                                    integer_only=True)
+bitwise_or = _elementwise_constant("bitwise_or", "bitwise_or", "``a | b`` (logical on bools)",
+                                   integer_only=True)
+bitwise_xor = _elementwise_constant("bitwise_xor", "bitwise_xor",
+                                    "``a ^ b`` (logical on bools)", integer_only=True)
 
 
 def logical_not(x):
@@ -605,11 +629,20 @@ def logical_not(x):
     return Tensor._make(x.xp.logical_not(x.data), x.device)
 
 
+def bitwise_not(x):
+    """``~x``: logical not on bools, bitwise not on integers (as in PyTorch)."""
+    if x.dtype.kind not in "biu":
+        raise TypeError(f"bitwise_not: needs an integer or bool tensor, got {x.dtype}")
+    return Tensor._make(x.xp.invert(x.data), x.device)
+
+
 def isfinite(x):
+    """Whether each element is finite, as a bool tensor."""
     return Tensor._make(x.xp.isfinite(x.data), x.device)
 
 
 def isnan(x):
+    """Whether each element is NaN, as a bool tensor."""
     return Tensor._make(x.xp.isnan(x.data), x.device)
 
 

@@ -8,7 +8,7 @@ from collections import namedtuple
 from ..autograd import Function
 from ..tensor import Tensor, _normalize_dim
 from .common import normalize_dims, require_float
-from .elementwise import exp
+from .elementwise import exp, where
 from .shape import Expand, Reshape, gather, reshape, squeeze
 
 values_indices = namedtuple("values_indices", ["values", "indices"])
@@ -75,9 +75,23 @@ def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
     return squares * (1.0 / divisor if divisor > 0 else float("nan"))
 
 
+class SqrtOfVariance(Function):
+    """``sqrt`` whose gradient is 0 where the result is 0 (constant inputs), as in PyTorch's
+    std, instead of 0/0."""
+
+    save_output = True
+
+    def forward(self, variance):
+        return self.xp.sqrt(variance)
+
+    def backward(self, grad):
+        out = self.output()
+        return where(out == 0, 0.0, grad / (out * 2))
+
+
 def std(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
     """Standard deviation over ``dim`` (the square root of :func:`var`)."""
-    return var(x, dim, unbiased, keepdim, correction=correction) ** 0.5
+    return SqrtOfVariance()(var(x, dim, unbiased, keepdim, correction=correction))
 
 
 class Amax(Function):
@@ -186,7 +200,12 @@ def any(x, dim=None, keepdim=False):
 
 
 def _stable_shift(xp, x, dims):
-    """The row max to subtract before exp; 0 where the max is infinite (all -inf rows)."""
+    """The row max to subtract before exp; 0 where the max is infinite (all -inf rows) or
+    where the rows are empty."""
+    if x.size == 0:
+        kept = tuple(1 if i in (dims if isinstance(dims, tuple) else (dims,)) else size
+                     for i, size in enumerate(x.shape))
+        return xp.zeros(kept, x.dtype)
     row_max = x.max(axis=dims, keepdims=True)
     return xp.where(xp.isfinite(row_max), row_max, 0)
 

@@ -27,6 +27,8 @@ def _sizes(args, op_name):
 
 
 class Reshape(Function):
+    returns_view = True
+
     def __init__(self, shape):
         self.shape = shape
 
@@ -56,7 +58,10 @@ def reshape(x, *shape):
                            f"({x.numel()} elements) into {shape}") from None
 
 
-view = reshape
+def view(x, *shape):
+    """Like :func:`reshape`. NumPy decides whether the result shares memory: unlike PyTorch,
+    a shape that a non-contiguous tensor cannot be viewed as gives a copy, not an error."""
+    return reshape(x, *shape)
 
 
 def flatten(x, start_dim=0, end_dim=-1):
@@ -71,6 +76,8 @@ def flatten(x, start_dim=0, end_dim=-1):
 
 
 class Permute(Function):
+    returns_view = True
+
     def __init__(self, dims):
         self.dims = dims
 
@@ -109,6 +116,8 @@ def transpose(x, dim0, dim1):
 
 
 class Expand(Function):
+    returns_view = True
+
     def __init__(self, shape):
         self.shape = shape
 
@@ -212,6 +221,8 @@ def stack(tensors, dim=0):
 
 
 class Split(Function):
+    returns_view = True
+
     def __init__(self, sizes, dim):
         self.sizes, self.dim = sizes, dim
 
@@ -284,6 +295,8 @@ def _is_basic(index):
 
 
 class GetItem(Function):
+    returns_view = True
+
     def __init__(self, index):
         self.index = index
 

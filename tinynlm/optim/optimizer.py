@@ -52,6 +52,7 @@ class Optimizer:
         if isinstance(params, Tensor):
             raise TypeError(f"{self._name}: params should be an iterable of Tensors or of dicts, "
                             "got a single Tensor; wrap it in a list")
+        self._check_ordered(params)
         groups = list(params)
         if not groups:
             raise ValueError(f"{self._name}: got an empty parameter list")
@@ -88,13 +89,8 @@ class Optimizer:
         if "params" not in param_group:
             raise ValueError(f"{self._name}: a parameter group must have a 'params' entry")
         params = param_group["params"]
-        if isinstance(params, Tensor):
-            params = [params]
-        elif isinstance(params, (set, frozenset)):
-            raise TypeError(f"{self._name}: parameters must be given in an ordered collection; "
-                            "the order of a set changes between runs, so use a list")
-        else:
-            params = list(params)
+        self._check_ordered(params)
+        params = [params] if isinstance(params, Tensor) else list(params)
         for param in params:
             if not isinstance(param, Tensor):
                 raise TypeError(f"{self._name}: can only optimize Tensors, got "
@@ -114,6 +110,11 @@ class Optimizer:
             group.setdefault(name, default)
         self._check_group(group)
         self.param_groups.append(group)
+
+    def _check_ordered(self, params):
+        if isinstance(params, (set, frozenset)):
+            raise TypeError(f"{self._name}: parameters must be given in an ordered collection; "
+                            "the order of a set changes between runs, so use a list")
 
     def zero_grad(self, set_to_none: bool = True):
         """Forget the gradients: set each ``.grad`` to None (the default, which saves memory)
@@ -162,9 +163,7 @@ class Optimizer:
                 grad = self._gradient_array(param)
                 with _device_scope(param.device):
                     self._update(param.xp, param.data, grad, self.state[param], group)
-                # Values saved for a backward pass that has not run yet are stale now; the
-                # version counter lets autograd say so instead of computing a wrong gradient.
-                param._version += 1
+                _mark_changed(param)
         return loss
 
     def _gradient_array(self, param):
@@ -275,6 +274,14 @@ class Optimizer:
             self._check_group(loaded)
             groups.append(loaded)
         self.state, self.param_groups = state, groups
+
+
+def _mark_changed(tensor):
+    """Bump ``tensor``'s version counter after its ``.data`` changed in place, so a pending
+    backward that saved the old values raises instead of computing a wrong gradient. (Tensor has
+    no public method for a change made to ``.data`` directly; its counter is a one-element list
+    shared with its views.)"""
+    tensor._version[0] += 1
 
 
 def _device_scope(device):
