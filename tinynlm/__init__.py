@@ -28,7 +28,7 @@ def _load_source_kernels():
 
 _load_source_kernels()
 
-from . import cuda, nn, ops  # noqa: E402
+from . import cuda, nn, ops, optim  # noqa: E402
 from .autograd import (enable_grad, grad, is_grad_enabled, no_grad,  # noqa: E402
                        set_grad_enabled)
 from .backend import Device as device  # noqa: E402

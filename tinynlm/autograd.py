@@ -364,7 +364,7 @@ def _walk_graph(root_nodes, sink):
     path to a wanted input run, and a node whose own output is wanted is reached but need not
     run.
     """
-    order, parents = [], {}
+    dependencies, order, parents = {}, [], {}
     stack = list(root_nodes)
     seen = set(root_nodes)
     while stack:
@@ -378,32 +378,32 @@ def _walk_graph(root_nodes, sink):
                 continue
             parent = edge[0]
             node_parents.append(parent)
+            dependencies[parent] = dependencies.get(parent, 0) + 1
             if parent not in seen:
                 seen.add(parent)
                 stack.append(parent)
     if sink.inputs is None:
-        reached = runs = seen
-    else:
-        reached = {node for node in order
-                   if any(sink.wants((node, index)) for index in range(len(node.output_meta)))}
-        runs = set()
-        changed = True
-        while changed:  # discovery order is not topological: repeat until nothing changes
-            changed = False
-            for node in reversed(order):
-                if node not in runs and (
-                        any(parent in reached for parent in parents[node])
-                        or any(edge is not None and edge[1] is None and sink.wants(id(edge[0]))
-                               for edge in node.edges)):
-                    runs.add(node)
-                    reached.add(node)
-                    changed = True
+        return dependencies, seen, seen
+
+    reached = {node for node in order
+               if any(sink.wants((node, index)) for index in range(len(node.output_meta)))}
+    runs = set()
+    changed = True
+    while changed:  # discovery order is not topological: repeat until nothing changes
+        changed = False
+        for node in reversed(order):
+            if node not in runs and (
+                    any(parent in reached for parent in parents[node])
+                    or any(edge is not None and edge[1] is None and sink.wants(id(edge[0]))
+                           for edge in node.edges)):
+                runs.add(node)
+                reached.add(node)
+                changed = True
     dependencies = {}
-    for node in order:
-        if node in runs:
-            for parent in parents[node]:
-                if parent in reached:
-                    dependencies[parent] = dependencies.get(parent, 0) + 1
+    for node in runs:
+        for parent in parents[node]:
+            if parent in reached:
+                dependencies[parent] = dependencies.get(parent, 0) + 1
     return dependencies, reached, runs
 
 

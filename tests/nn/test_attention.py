@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import tinynlm as tn
+from tests.nn.module_call import ModuleCall
 from tests.nn.module_gradcheck import module_gradcheck
 from tinynlm import nn
 from tinynlm.nn.functional import scaled_dot_product_attention as sdpa
@@ -19,20 +20,9 @@ def randn(*shape, requires_grad=True):
     return tn.randn(*shape, dtype=tn.float64, requires_grad=requires_grad)
 
 
-def keep_mask(rows):
-    """A bool mask from rows of 0/1 (1 = the key takes part)."""
+def bool_mask(rows):
+    """A bool tensor from (nested) rows of 0/1."""
     return tn.tensor(np.array(rows, dtype=bool))
-
-
-class Call(nn.Module):
-    """``fn(module, *inputs)`` as a module, so module_gradcheck can check any call of it."""
-
-    def __init__(self, module, fn):
-        super().__init__()
-        self.module, self.fn = module, fn
-
-    def forward(self, *inputs):
-        return self.fn(self.module, *inputs)
 
 
 def reference_attention(q, k, v, keep=None, scale=None):
@@ -48,8 +38,8 @@ def reference_attention(q, k, v, keep=None, scale=None):
 
 SDPA_MASKS = {
     "none": {},
-    "bool": {"attn_mask": keep_mask([[1, 0, 1, 1, 0], [0, 1, 1, 0, 0], [1, 1, 1, 1, 1]])},
-    "bool broadcast over batch": {"attn_mask": keep_mask([[[1, 1, 0, 0, 1]], [[0, 0, 1, 0, 0]]])},
+    "bool": {"attn_mask": bool_mask([[1, 0, 1, 1, 0], [0, 1, 1, 0, 0], [1, 1, 1, 1, 1]])},
+    "bool broadcast over batch": {"attn_mask": bool_mask([[[1, 1, 0, 0, 1]], [[0, 0, 1, 0, 0]]])},
     "causal": {"is_causal": True},
     "scale": {"scale": 0.3},
 }
@@ -92,7 +82,7 @@ def test_sdpa_causal_is_aligned_top_left():
 
 
 @pytest.mark.parametrize("mask", [
-    keep_mask([[1, 1, 0], [0, 0, 0]]),
+    bool_mask([[1, 1, 0], [0, 0, 0]]),
     tn.tensor([[0.0, 0.5, -math.inf], [-math.inf, -math.inf, -math.inf]], dtype=tn.float64),
 ], ids=["bool", "float"])
 def test_sdpa_fully_masked_row_gives_zeros_not_nan(mask):
@@ -164,7 +154,7 @@ def test_sdpa_dtype_errors():
 
 def test_masked_softmax_attention_checks_its_mask():
     with pytest.raises(ValueError, match="masked_softmax_attention: attn_mask of shape"):
-        masked_softmax_attention(tn.randn(3, 5), tn.randn(5, 2), keep_mask([[1, 0]]))
+        masked_softmax_attention(tn.randn(3, 5), tn.randn(5, 2), bool_mask([[1, 0]]))
 
 
 # ----------------------------------------------------------------------------- MultiheadAttention
@@ -193,7 +183,7 @@ MHA_GRADCHECK_CASES = {  # constructor options, input shape, call
     "self batch first, padding and bool mask, no weights": (
         {"batch_first": True}, (2, 3, 4),
         lambda m, x, pad: m(x, x, x, key_padding_mask=pad, need_weights=False,
-                            attn_mask=keep_mask([[0, 1, 0], [0, 0, 1], [1, 0, 0]]))[0]),
+                            attn_mask=bool_mask([[0, 1, 0], [0, 0, 1], [1, 0, 0]]))[0]),
 }
 
 
@@ -201,19 +191,19 @@ MHA_GRADCHECK_CASES = {  # constructor options, input shape, call
 def test_multihead_attention_gradcheck(case):
     options, shape, call = MHA_GRADCHECK_CASES[case]
     attention = nn.MultiheadAttention(4, 2, **options)
-    padding = keep_mask([[0, 0, 0], [0, 1, 1]])  # here True marks padding
+    padding = bool_mask([[0, 0, 0], [0, 1, 1]])  # True marks padding
     x = randn(*shape)
-    assert module_gradcheck(Call(attention, lambda m, x: call(m, x, padding)), x)
+    assert module_gradcheck(ModuleCall(attention, lambda m, x: call(m, x, padding)), x)
 
 
 def test_multihead_attention_cross_gradcheck_with_kdim_vdim():
     attention = nn.MultiheadAttention(4, 2, kdim=3, vdim=5)
-    padding = keep_mask([[0, 0, 1, 1], [0, 0, 0, 0]])
+    padding = bool_mask([[0, 0, 1, 1], [0, 0, 0, 0]])
 
     def call(module, query, key, value):
         return module(query, key, value, key_padding_mask=padding, average_attn_weights=False)
 
-    assert module_gradcheck(Call(attention, call), randn(2, 2, 4), randn(4, 2, 3),
+    assert module_gradcheck(ModuleCall(attention, call), randn(2, 2, 4), randn(4, 2, 3),
                             randn(4, 2, 5))
 
 
@@ -224,13 +214,13 @@ def test_multihead_attention_gradcheck_bias_kv_zero_attn_and_float_masks():
     def call(module, x, mask):
         return module(x, x, x, key_padding_mask=padding, attn_mask=mask)
 
-    assert module_gradcheck(Call(attention, call), randn(3, 2, 4), randn(4, 3, 3))
+    assert module_gradcheck(ModuleCall(attention, call), randn(3, 2, 4), randn(4, 3, 3))
 
 
 def test_multihead_attention_layouts_agree():
     attention = nn.MultiheadAttention(4, 2).double()
     x = randn(3, 2, 4, requires_grad=False)                            # (L, N, E)
-    padding = keep_mask([[0, 0, 1], [0, 0, 0]])
+    padding = bool_mask([[0, 0, 1], [0, 0, 0]])
     output, weights = attention(x, x, x, key_padding_mask=padding)
     attention.batch_first = True
     batch_first = x.transpose(0, 1)
@@ -277,7 +267,7 @@ def test_multihead_attention_fully_padded_rows_give_no_nan(need_weights):
     attention = nn.MultiheadAttention(4, 2, batch_first=True).double()
     tn.nn.init.uniform_(attention.out_proj.bias, -1, 1)
     x = randn(2, 3, 4)
-    padding = keep_mask([[0, 0, 1], [1, 1, 1]])  # batch 1 is all padding
+    padding = bool_mask([[0, 0, 1], [1, 1, 1]])  # batch 1 is all padding
     output, weights = attention(x, x, x, key_padding_mask=padding, need_weights=need_weights)
     assert np.isfinite(output.detach().numpy()).all()
     np.testing.assert_allclose(output[1].detach().numpy(),
@@ -334,12 +324,12 @@ def test_multihead_attention_shape_errors():
 
 def test_additive_attention_gradcheck_with_padding():
     attention = nn.AdditiveAttention(query_size=3, key_size=2, hidden_size=4)
-    padding = keep_mask([[0, 0, 1, 1], [0, 0, 0, 0]])
+    padding = bool_mask([[0, 0, 1, 1], [0, 0, 0, 0]])
 
     def call(module, queries, keys, values):
         return module(queries, keys, values, key_padding_mask=padding)
 
-    assert module_gradcheck(Call(attention, call), randn(2, 2, 3), randn(2, 4, 2),
+    assert module_gradcheck(ModuleCall(attention, call), randn(2, 2, 3), randn(2, 4, 2),
                             randn(2, 4, 3))
 
 
@@ -362,12 +352,12 @@ def test_dot_product_attention_gradcheck_with_padding(score):
     attention = nn.DotProductAttention(score, query_size=4, key_size=3 if score == "general"
                                        else None)
     key_size = 3 if score == "general" else 4
-    padding = keep_mask([[0, 1, 0], [0, 0, 0]])
+    padding = bool_mask([[0, 1, 0], [0, 0, 0]])
 
     def call(module, queries, keys, values):
         return module(queries, keys, values, key_padding_mask=padding)
 
-    assert module_gradcheck(Call(attention, call), randn(2, 2, 4), randn(2, 3, key_size),
+    assert module_gradcheck(ModuleCall(attention, call), randn(2, 2, 4), randn(2, 3, key_size),
                             randn(2, 3, 2))
 
 
@@ -390,7 +380,7 @@ def test_dot_product_attention_scores():
 def test_fully_padded_rows_give_zeros_not_nan(make):
     attention = make().double()
     queries, keys, values = randn(2, 3, 4), randn(2, 5, 4), randn(2, 5, 2)
-    padding = keep_mask([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    padding = bool_mask([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
     context, weights = attention(queries, keys, values, key_padding_mask=padding)
     assert (context[1] == 0).all() and (weights[1] == 0).all()
     assert (weights[0, :, 2:] == 0).all()

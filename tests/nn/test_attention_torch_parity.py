@@ -15,6 +15,10 @@ from tinynlm import nn
 
 torch = pytest.importorskip("torch", reason="PyTorch is an optional oracle")
 
+# PyTorch's own notes about its fast paths and mask types, not about the results.
+pytestmark = [pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask"),
+              pytest.mark.filterwarnings("ignore:enable_nested_tensor is True")]
+
 TOLERANCE = {np.float64: dict(rtol=1e-9, atol=1e-11), np.float32: dict(rtol=1e-5, atol=1e-5)}
 DTYPES = [np.float64, np.float32]
 

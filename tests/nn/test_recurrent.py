@@ -314,10 +314,11 @@ def test_dropout_acts_between_layers_only_while_training():
     reference = tn.nn.LSTM(3, 16, num_layers=2)
     reference.load_state_dict(layer.state_dict())
     x = tn.randn(4, 2, 3)
-    first, second = layer(x)[0].numpy(), layer(x)[0].numpy()
-    assert not np.allclose(first, second)
-    layer.eval()
-    np.testing.assert_array_equal(layer(x)[0].numpy(), reference(x)[0].numpy())
+    with tn.no_grad():
+        first, second = layer(x)[0].numpy(), layer(x)[0].numpy()
+        assert not np.allclose(first, second)
+        layer.eval()
+        np.testing.assert_array_equal(layer(x)[0].numpy(), reference(x)[0].numpy())
     with pytest.warns(UserWarning, match="num_layers=1"):
         tn.nn.GRU(3, 4, dropout=0.2)
 
@@ -435,14 +436,15 @@ class _Reverser(tn.nn.Module):
 
 @pytest.mark.parametrize("layer_class", [tn.nn.LSTM, tn.nn.GRU], ids=["lstm", "gru"])
 def test_learns_to_reverse_sequences(layer_class):
-    """Output step t must name input token T-1-t (length 5 over 6 symbols): 300 Adam steps on
-    fresh batches of 32 reach at least 90% token accuracy on unseen sequences (chance: 17%)."""
+    """Output step t must name input token T-1-t (length 5 over 6 symbols): 200 Adam steps on
+    fresh batches of 64 reach at least 90% token accuracy on unseen sequences (chance: 17%;
+    about 95% for the GRU and 99% for the LSTM at these seeds)."""
     vocabulary, steps = 6, 5
     rng = np.random.default_rng(0)
-    model = _Reverser(layer_class, vocabulary, hidden=32)
+    model = _Reverser(layer_class, vocabulary, hidden=24)
     optimizer = _adam(model.parameters(), lr=0.05)
-    for _ in range(300):
-        tokens = rng.integers(0, vocabulary, (32, steps))
+    for _ in range(200):
+        tokens = rng.integers(0, vocabulary, (64, steps))
         logits = model(tn.tensor(tokens))                             # (B, T, vocabulary)
         loss = F.cross_entropy(logits.reshape(-1, vocabulary),
                                tn.tensor(tokens[:, ::-1].copy()).reshape(-1))

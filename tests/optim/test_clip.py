@@ -73,7 +73,8 @@ def test_float32_gradients_stay_float32():
 
 
 def test_parameters_without_gradients_are_skipped_and_a_single_tensor_is_accepted():
-    with_grad, without_grad = params_with_gradients([[6.0, 8.0]])[0], tn.zeros(2, requires_grad=True)
+    with_grad = params_with_gradients([[6.0, 8.0]])[0]
+    without_grad = tn.zeros(2, requires_grad=True)
     assert clip_grad_norm_([with_grad, without_grad], max_norm=5.0).item() == 10.0
     assert without_grad.grad is None
     assert clip_grad_norm_(with_grad, max_norm=100.0).item() == pytest.approx(5.0, rel=1e-6)

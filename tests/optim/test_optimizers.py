@@ -342,6 +342,19 @@ def test_a_step_makes_a_pending_backward_through_the_parameter_raise():
         loss.backward()
 
 
+def test_hyperparameters_changed_after_construction_are_checked_and_kept_float32_safe():
+    w = tn.ones(2, requires_grad=True)
+    optimizer = optim.Adam([w])
+    w.grad = tn.ones(2)
+    optimizer.param_groups[0]["lr"] = np.float64(0.5)
+    optimizer.step()
+    assert type(optimizer.param_groups[0]["lr"]) is float
+    assert type(optimizer.state[w]["exp_avg"]) is np.ndarray and w.dtype == np.float32
+    optimizer.param_groups[0]["lr"] = -0.5
+    with pytest.raises(ValueError, match=r"Adam: invalid lr -0\.5"):
+        optimizer.step()
+
+
 def test_repr_lists_each_group():
     optimizer = optim.SGD([tn.ones(1, requires_grad=True)], lr=0.1)
     assert "Parameter Group 0" in repr(optimizer) and "    lr: 0.1" in repr(optimizer)

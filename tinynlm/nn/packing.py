@@ -120,7 +120,13 @@ def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True)
 
 def pack_padded_like(padded, template):
     """Pack a time-major padded tensor (T, B, *) at the positions of the PackedSequence
-    ``template`` (same batch order, same lengths): how a recurrent layer packs its output."""
+    ``template`` (same batch order, same lengths): how a recurrent layer packs its output.
+
+    >>> import tinynlm as tn
+    >>> template = tn.nn.pack_padded_sequence(tn.zeros(2, 2), [2, 1])
+    >>> pack_padded_like(tn.tensor([[1.0, 2.0], [3.0, 4.0]]), template).data.tolist()
+    [1.0, 2.0, 3.0]
+    """
     batch_sizes = _host(template.batch_sizes)
     time_index, batch_index = _packed_positions(batch_sizes, _host(template.sorted_indices))
     return PackedSequence(padded[time_index, batch_index], template.batch_sizes,

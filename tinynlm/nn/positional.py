@@ -50,8 +50,8 @@ class SinusoidalPositionalEncoding(Module):
         _check_positions("SinusoidalPositionalEncoding", x, offset, length, self.max_len,
                          self.d_model)
         table = self.table[offset:offset + length].to(x.dtype)              # (T, d_model)
-        if x.ndim == 3 and not self.batch_first:
-            table = table.unsqueeze(1)                                       # (T, 1, d_model)
+        if sequence_dim == 0:
+            table = table.reshape(length, *[1] * (x.ndim - 2), self.d_model)  # (T, 1, d_model)
         return self.dropout(x + table)
 
     def extra_repr(self):
@@ -100,7 +100,8 @@ class RotaryPositionalEmbedding(Module):
 
     ``forward(x, offset=0)``: ``x`` is (..., T, head_dim), e.g. (N, nh, T, hs) queries or keys;
     token ``t`` gets position ``offset + t``. The cos and sin tables (``max_len``, head_dim) are
-    non-persistent buffers. It has no parameters.
+    non-persistent float32 buffers (cast to the input's dtype, so rotations are exact to about
+    1e-7 even in float64). It has no parameters.
 
     >>> import tinynlm as tn
     >>> rope = tn.nn.RotaryPositionalEmbedding(head_dim=4, max_len=8)

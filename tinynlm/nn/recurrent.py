@@ -32,17 +32,17 @@ from .packing import PackedSequence, pack_padded_like, pad_packed_sequence
 # (B, H)); it returns the next state tuple.
 
 
-def rnn_tanh_step(projected_input, projected_hidden, state):
+def _rnn_tanh_step(projected_input, projected_hidden, state):
     """Elman RNN step: ``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)``."""
     return (ops.tanh(projected_input + projected_hidden),)
 
 
-def rnn_relu_step(projected_input, projected_hidden, state):
+def _rnn_relu_step(projected_input, projected_hidden, state):
     """Elman RNN step with ReLU: ``h' = relu(W_ih x + b_ih + W_hh h + b_hh)``."""
     return (ops.relu(projected_input + projected_hidden),)
 
 
-def lstm_step(projected_input, projected_hidden, state):
+def _lstm_step(projected_input, projected_hidden, state):
     """LSTM step with PyTorch's gate order i, f, g, o: ``c' = f * c + i * g``,
     ``h' = o * tanh(c')``."""
     _, cell = state
@@ -52,7 +52,7 @@ def lstm_step(projected_input, projected_hidden, state):
     return ops.sigmoid(output_gate) * ops.tanh(cell), cell
 
 
-def gru_step(projected_input, projected_hidden, state):
+def _gru_step(projected_input, projected_hidden, state):
     """GRU step with PyTorch's gate order r, z, n: ``n = tanh(W_in x + b_in + r * (W_hn h +
     b_hn))``, ``h' = (1 - z) * n + z * h``."""
     (hidden,) = state
@@ -65,7 +65,7 @@ def gru_step(projected_input, projected_hidden, state):
 
 
 @dataclass(frozen=True)
-class Recurrence:
+class _Recurrence:
     """What sets one kind of recurrent layer apart from the others."""
 
     gate_count: int          # rows of W_ih per hidden unit
@@ -74,11 +74,13 @@ class Recurrence:
     hidden_bias_in_step: bool  # GRU: b_hn is multiplied by r, so it cannot join b_ih
 
 
-RECURRENCES = {
-    "RNN_TANH": Recurrence(1, 1, rnn_tanh_step, False),
-    "RNN_RELU": Recurrence(1, 1, rnn_relu_step, False),
-    "LSTM": Recurrence(4, 2, lstm_step, False),
-    "GRU": Recurrence(3, 1, gru_step, True),
+_RECURRENCES = {  # by PyTorch's mode names
+    "RNN_TANH": _Recurrence(gate_count=1, state_count=1, step=_rnn_tanh_step,
+                            hidden_bias_in_step=False),
+    "RNN_RELU": _Recurrence(gate_count=1, state_count=1, step=_rnn_relu_step,
+                            hidden_bias_in_step=False),
+    "LSTM": _Recurrence(gate_count=4, state_count=2, step=_lstm_step, hidden_bias_in_step=False),
+    "GRU": _Recurrence(gate_count=3, state_count=1, step=_gru_step, hidden_bias_in_step=True),
 }
 
 _RNN_MODES = {"tanh": "RNN_TANH", "relu": "RNN_RELU"}
@@ -164,14 +166,22 @@ def _state_labels(state_count):
 
 
 class RNNCellBase(Module):
-    """What the three cells share: parameters, initialisation, checks and one step."""
+    """What the three cells share: parameters ``weight_ih`` (G*H, input_size), ``weight_hh``
+    (G*H, H), ``bias_ih`` and ``bias_hh`` (G*H) with G gates per unit, initialisation, checks
+    and one step. ``mode`` is one of ``"RNN_TANH"``, ``"RNN_RELU"``, ``"LSTM"``, ``"GRU"``; use
+    the subclasses, which take PyTorch's arguments.
+
+    >>> import tinynlm as tn
+    >>> tn.nn.GRUCell(2, 3).weight_hh.shape                      # (3 gates * 3, 3)
+    (9, 3)
+    """
 
     def __init__(self, mode, input_size, hidden_size, bias, device, dtype):
         super().__init__()
         _check_sizes(type(self).__name__, input_size, hidden_size)
         self.mode = mode
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
-        _register_weights(self, "", input_size, hidden_size, RECURRENCES[mode].gate_count, bias,
+        _register_weights(self, "", input_size, hidden_size, _RECURRENCES[mode].gate_count, bias,
                           dtype, device)
         self.reset_parameters()
 
@@ -180,7 +190,7 @@ class RNNCellBase(Module):
 
     def _step(self, input, hx):
         """One step for input (B, input_size) or (input_size,); returns the state tuple."""
-        name, recurrence = type(self).__name__, RECURRENCES[self.mode]
+        name, recurrence = type(self).__name__, _RECURRENCES[self.mode]
         _check_input(name, input, (1, 2), self.input_size, self.weight_ih)
         batched = input.ndim == 2
         if not batched:
@@ -314,6 +324,11 @@ class RNNBase(Module):
 
     ``mode`` is one of ``"RNN_TANH"``, ``"RNN_RELU"``, ``"LSTM"``, ``"GRU"``; use the
     subclasses, which take PyTorch's arguments.
+
+    >>> import tinynlm as tn
+    >>> gru = tn.nn.GRU(2, 3, num_layers=2, bidirectional=True)
+    >>> gru.weight_ih_l1_reverse.shape                           # (3 gates * 3, 2 * 3)
+    (9, 6)
     """
 
     def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
@@ -321,9 +336,9 @@ class RNNBase(Module):
         super().__init__()
         name = type(self).__name__
         _check_sizes(name, input_size, hidden_size)
-        if mode not in RECURRENCES:
+        if mode not in _RECURRENCES:
             raise ValueError(f"{name}: unknown mode {mode!r}; expected one of "
-                             f"{', '.join(RECURRENCES)}")
+                             f"{', '.join(_RECURRENCES)}")
         if not isinstance(num_layers, (int, np.integer)) or num_layers < 1:
             raise ValueError(f"{name}: num_layers must be a positive int, got {num_layers!r}")
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
@@ -340,7 +355,7 @@ class RNNBase(Module):
         self.bias, self.batch_first = bias, batch_first
         self.dropout, self.bidirectional = float(dropout), bidirectional
         self.proj_size = 0
-        gate_count = RECURRENCES[mode].gate_count
+        gate_count = _RECURRENCES[mode].gate_count
         for layer in range(num_layers):
             layer_input_size = input_size if layer == 0 else hidden_size * self._directions
             for direction in range(self._directions):
@@ -374,7 +389,7 @@ class RNNBase(Module):
         LSTM; without the B dim for unbatched input). Returns ``output, h_n`` (``output,
         (h_n, c_n)`` for an LSTM), output being (T, B, num_directions * H) (batch first with
         ``batch_first``) or a PackedSequence like the input."""
-        name, recurrence = type(self).__name__, RECURRENCES[self.mode]
+        name, recurrence = type(self).__name__, _RECURRENCES[self.mode]
         packed = input if isinstance(input, PackedSequence) else None
         lengths = None
         if packed is not None:
@@ -404,7 +419,7 @@ class RNNBase(Module):
 
     def _initial_states(self, hx, batch_size, batched):
         """One initial state tuple per layer and direction, each tensor (B, H)."""
-        name, recurrence = type(self).__name__, RECURRENCES[self.mode]
+        name, recurrence = type(self).__name__, _RECURRENCES[self.mode]
         layer_count = self.num_layers * self._directions
         parameter = self.weight_ih_l0
         if hx is None:
@@ -423,7 +438,7 @@ class RNNBase(Module):
     def _run_layers(self, input, initial_states, lengths):
         """input (T, B, input_size) -> output (T, B, D*H) and the final state tuple, each
         (L*D, B, H)."""
-        recurrence = RECURRENCES[self.mode]
+        recurrence = _RECURRENCES[self.mode]
         step_masks = None if lengths is None else _step_masks(lengths, input.shape[0],
                                                                 input.device)
         layer_input, final_states = input, []

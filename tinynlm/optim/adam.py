@@ -61,7 +61,7 @@ class Adam(Optimizer):
             else:
                 grad = grad + weight_decay * param
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        exp_avg += (1 - beta1) * grad  # the lerp PyTorch uses
+        exp_avg += (1 - beta1) * (grad - exp_avg)  # the lerp PyTorch uses
         exp_avg_sq *= beta2
         exp_avg_sq += (1 - beta2) * grad * grad
         if group["amsgrad"]:

@@ -85,7 +85,7 @@ class LRScheduler:
     def _set_lrs(self, lrs):
         for group, lr in zip(self.optimizer.param_groups, lrs):
             group["lr"] = lr
-        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+        self._last_lr = self._current_lrs()
 
     def _current_lrs(self) -> list:
         return [group["lr"] for group in self.optimizer.param_groups]

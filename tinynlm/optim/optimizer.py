@@ -157,6 +157,8 @@ class Optimizer:
             with enable_grad():
                 loss = closure()
         for group in self.param_groups:
+            # Checked again at every step: a scheduler or a user may have changed a value.
+            self._check_group(group)
             for param in group["params"]:
                 if param.grad is None:
                     continue
@@ -181,6 +183,9 @@ class Optimizer:
         """Validate a group's hyperparameters (an optimizer without any has nothing to check)."""
 
     def _update(self, xp, param, grad, state: dict, group: dict):
+        """Change the array ``param`` in place given ``grad`` (an array of the same shape and
+        dtype), this parameter's ``state`` dict (empty at first) and its ``group``; ``xp`` is
+        NumPy or CuPy. Never modify ``grad``: it is the caller's ``.grad``."""
         raise NotImplementedError
 
     def _checked_number(self, name: str, value, low=0.0, below=None) -> float:
