@@ -61,6 +61,14 @@ class Device:
     def __hash__(self):
         return hash((self.type, self.index))
 
+    def __reduce__(self):
+        # Copies and unpickled tensors must get the one shared Device object back, because ops
+        # compare devices by identity.
+        return (as_device, (str(self),))
+
+    def __deepcopy__(self, memo):
+        return as_device(str(self))
+
 
 CPU = Device("cpu")
 

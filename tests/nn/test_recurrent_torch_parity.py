@@ -44,6 +44,7 @@ LAYER_CONFIGS = {
     "1layer_bidir_no_bias_hx": dict(bidirectional=True, bias=False, with_hx=True),
     "unbatched_2layers_bidir_hx": dict(num_layers=2, bidirectional=True, unbatched=True,
                                        with_hx=True),
+    "unbatched_batch_first": dict(batch_first=True, unbatched=True),
 }
 
 
@@ -94,7 +95,14 @@ def _assert_close(actual, expected, dtype_name, what):
 def _compare_run(torch_module, module, tn_call, torch_call, tn_leaves, torch_leaves, dtype_name):
     """Run both, compare every output, then the gradients of the leaves and parameters."""
     tn_outputs = _flat(tn_call(*tn_leaves))
-    torch_outputs = _flat(torch_call(*torch_leaves))
+    # PyTorch's oneDNN LSTM compiles kernels for each new configuration (about 0.3 s each);
+    # its native kernels are as good an oracle and start at once.
+    onednn_enabled = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        torch_outputs = _flat(torch_call(*torch_leaves))
+    finally:
+        torch.backends.mkldnn.enabled = onednn_enabled
     assert len(tn_outputs) == len(torch_outputs)
     for index, (ours, theirs) in enumerate(zip(tn_outputs, torch_outputs)):
         _assert_close(ours, theirs, dtype_name, f"output {index}")

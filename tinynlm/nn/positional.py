@@ -46,7 +46,7 @@ class SinusoidalPositionalEncoding(Module):
 
     def forward(self, x, offset=0):
         sequence_dim = 0 if x.ndim == 2 or not self.batch_first else -2
-        length = x.shape[sequence_dim]
+        length = x.shape[sequence_dim] if x.ndim >= 2 else 0
         _check_positions("SinusoidalPositionalEncoding", x, offset, length, self.max_len,
                          self.d_model)
         table = self.table[offset:offset + length].to(x.dtype)              # (T, d_model)

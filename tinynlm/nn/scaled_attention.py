@@ -66,7 +66,7 @@ def _masked_softmax_attention(scores, value, attn_mask, dropout_p):
 
 
 def scaled_dot_product_attention_with_weights(query, key, value, attn_mask=None, dropout_p=0.0,
-                                              is_causal=False, scale=None, enable_gqa=False):
+                                              is_causal=False, *, scale=None, enable_gqa=False):
     """:func:`scaled_dot_product_attention` that also returns the attention weights, for the
     callers that must hand them out (``MultiheadAttention(need_weights=True)``,
     ``DotProductAttention``). Returns ``(output, weights)``: (..., L, Ev) and (..., L, S).
@@ -100,11 +100,12 @@ def scaled_dot_product_attention_with_weights(query, key, value, attn_mask=None,
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
-                                 is_causal=False, scale=None, enable_gqa=False):
+                                 is_causal=False, *, scale=None, enable_gqa=False):
     """Attention of ``query`` (..., L, E) over ``key`` (..., S, E) and ``value`` (..., S, Ev),
     as ``torch.nn.functional.scaled_dot_product_attention``: ``softmax(q k^T * scale + mask) v``.
 
-    * ``scale`` defaults to ``1 / sqrt(E)``.
+    * ``scale`` defaults to ``1 / sqrt(E)``; it and ``enable_gqa`` are keyword-only, as in
+      PyTorch.
     * ``attn_mask`` broadcasts to (..., L, S): a bool mask says which keys take part (True =
       take part, the opposite of ``MultiheadAttention``'s masks); a float mask is added to the
       scores (``-inf`` leaves a key out).
@@ -115,8 +116,10 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     * A query row with every key masked gives zeros (and zero gradients), as PyTorch's does since
       2.5 (older PyTorch, and its ``MultiheadAttention`` with ``need_weights=True``, give NaN).
 
-    This is the one attention function of tinynlm: every attention module reaches it (see the
-    module docstring), so a fused kernel put here speeds up all of them.
+    This is the one attention function of tinynlm: every attention module computes through it,
+    its twin that also returns the weights, or their shared last step (see the module
+    docstring), so a fused kernel put here speeds up every caller that does not ask for the
+    weights, the Transformer layers among them.
 
     >>> import tinynlm as tn
     >>> q, k, v = tn.randn(2, 4, 3, 8), tn.randn(2, 4, 5, 8), tn.randn(2, 4, 5, 6)
@@ -126,7 +129,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     (2, 4, 3, 6)
     """
     output, _ = scaled_dot_product_attention_with_weights(query, key, value, attn_mask, dropout_p,
-                                                          is_causal, scale, enable_gqa)
+                                                          is_causal, scale=scale,
+                                                          enable_gqa=enable_gqa)
     return output
 
 

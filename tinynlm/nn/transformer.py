@@ -12,13 +12,14 @@ padding, float masks are added to the attention scores.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from .. import backend, creation, dtypes
 from . import functional as F
 from . import init
 from .attention import MultiheadAttention
-from .cloning import clone_module
 from .layers import Dropout, LayerNorm, Linear
 from .module import Module, ModuleList
 
@@ -168,7 +169,7 @@ class TransformerEncoder(Module):
     def __init__(self, encoder_layer, num_layers, norm=None, enable_nested_tensor=True,
                  mask_check=True):
         super().__init__()
-        self.layers = ModuleList([clone_module(encoder_layer) for _ in range(num_layers)])
+        self.layers = ModuleList([copy.deepcopy(encoder_layer) for _ in range(num_layers)])
         self.num_layers = num_layers
         self.norm = norm
         self.enable_nested_tensor = enable_nested_tensor
@@ -204,7 +205,7 @@ class TransformerDecoder(Module):
 
     def __init__(self, decoder_layer, num_layers, norm=None):
         super().__init__()
-        self.layers = ModuleList([clone_module(decoder_layer) for _ in range(num_layers)])
+        self.layers = ModuleList([copy.deepcopy(decoder_layer) for _ in range(num_layers)])
         self.num_layers = num_layers
         self.norm = norm
 
