@@ -198,6 +198,31 @@ def manual_seed(seed: int):
     return _seed
 
 
+def get_rng_state() -> dict:
+    """The state of the CPU random generator, as plain Python data (for checkpoints).
+
+    >>> import tinynlm as tn
+    >>> _ = tn.manual_seed(3); state = tn.get_rng_state(); first = tn.rand(2).tolist()
+    >>> tn.set_rng_state(state); tn.rand(2).tolist() == first
+    True
+    """
+    return {"seed": _seed, "cpu": generator(CPU).bit_generator.state}
+
+
+def set_rng_state(state: dict):
+    """Restore the CPU random generator from :func:`get_rng_state` output."""
+    global _seed
+    try:
+        cpu_state = state["cpu"]
+        gen = np.random.Generator(getattr(np.random, cpu_state["bit_generator"])())
+        gen.bit_generator.state = cpu_state
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
+        raise ValueError(f"set_rng_state: not a state from get_rng_state ({error})") from None
+    _seed = state.get("seed")
+    _generators.clear()
+    _generators[CPU] = gen
+
+
 def generator(device: Device):
     """The random generator of ``device`` (created on first use from the last manual seed)."""
     gen = _generators.get(device)

@@ -604,6 +604,9 @@ class Tensor:
     def chunk(self, chunks, dim=0):
         return ops.chunk(self, chunks, dim)
 
+    def unbind(self, dim=0):
+        return ops.unbind(self, dim)
+
     def gather(self, dim, index):
         return ops.gather(self, dim, index)
 

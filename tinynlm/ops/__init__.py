@@ -10,6 +10,7 @@ from .linalg import matmul
 from .reduction import (all, amax, amin, any, argmax, argmin, log_softmax, logsumexp, max, mean,
                         min, softmax, std, sum, var)
 from .shape import (array_index, cat, chunk, expand, flatten, gather, getitem, index_select,
-                    permute, reshape, split, squeeze, stack, transpose, tril, triu, unsqueeze, view)
+                    permute, reshape, split, squeeze, stack, transpose, tril, triu, unbind, unsqueeze,
+                    view)
 
 __all__ = [name for name in dir() if not name.startswith("_")]

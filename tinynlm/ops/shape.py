@@ -253,6 +253,18 @@ def split(x, split_size_or_sections, dim=0):
     return Split(sizes, dim)(x) if len(sizes) > 1 else (x,)
 
 
+def unbind(x, dim=0):
+    """The slices along ``dim``, with that dim removed (one op, so the gradient is one
+    concatenation rather than a full-size scatter per slice).
+
+    >>> import tinynlm as tn
+    >>> [t.tolist() for t in tn.unbind(tn.tensor([[1, 2], [3, 4]]), dim=1)]
+    [[1, 3], [2, 4]]
+    """
+    dim = _normalize_dim(dim, x.ndim, "unbind")
+    return tuple(squeeze(piece, dim) for piece in split(x, 1, dim))
+
+
 def chunk(x, chunks, dim=0):
     """Split into ``chunks`` nearly equal pieces (fewer when the dim is short), as PyTorch does."""
     if chunks <= 0:
