@@ -103,3 +103,21 @@ def test_init_functions_follow_pytorch_formulas():
     assert float(weight.abs().sum()) == 0
     with pytest.raises(ValueError, match="at least 2 dims"):
         nn.init.xavier_uniform_(tn.empty(3))
+
+
+def test_half_precision_norms_do_not_overflow():
+    x = tn.full((1, 4096), 5.0).half()
+    with tn.no_grad():
+        normalized = nn.RMSNorm(4096).to(tn.float16)(x)
+        assert normalized.dtype == tn.float16
+        np.testing.assert_allclose(normalized.float().numpy(), 1.0, rtol=1e-3)
+        y = nn.LayerNorm(4096).to(tn.float16)(x + tn.arange(4096).half() * 0.01)
+        assert np.isfinite(y.float().numpy()).all()
+
+
+def test_empty_and_impossible_initialisations():
+    assert nn.Linear(0, 4).weight.shape == (4, 0)
+    with pytest.raises(ValueError, match="trunc_normal_"):
+        nn.init.trunc_normal_(tn.empty(3), a=6.0, b=7.0)
+    with pytest.raises(IndexError, match=r"class ids must be in \[0, 3\)"):
+        nn.functional.one_hot(tn.tensor([0, 5]), 3)

@@ -185,3 +185,27 @@ def test_training_run_is_deterministic_under_manual_seed():
         return losses
 
     assert run() == run()
+
+
+def test_replacing_a_module_or_parameter_keeps_its_place():
+    layers = nn.ModuleList([nn.ReLU(), nn.Tanh(), nn.Sigmoid()])
+    layers[0] = nn.GELU()
+    assert [type(m).__name__ for m in layers] == ["GELU", "Tanh", "Sigmoid"]
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+    setattr(model, "0", nn.Linear(2, 3))
+    assert model(tn.ones(1, 2)).shape == (1, 1)
+    pair = nn.Module()
+    pair.a, pair.b = nn.Linear(2, 2), nn.Linear(2, 2)
+    pair.a = nn.Linear(2, 2)
+    assert list(pair.state_dict()) == ["a.weight", "a.bias", "b.weight", "b.bias"]
+
+
+def test_pytorch_only_arguments_are_accepted_or_refused_clearly():
+    assert nn.ReLU(inplace=True)(tn.tensor([-1.0, 1.0])).tolist() == [0.0, 1.0]
+    assert nn.Dropout(0.1, inplace=True).p == 0.1
+    frozen = nn.Embedding.from_pretrained(tn.eye(3))
+    assert not frozen.weight.requires_grad
+    with pytest.raises(NotImplementedError, match="max_norm"):
+        nn.Embedding(3, 2, max_norm=1.0)
+    with pytest.raises(TypeError, match="input dtype float64 does not match the weight dtype"):
+        nn.Linear(3, 2)(tn.ones(1, 3, dtype=tn.float64))

@@ -3,7 +3,7 @@ with PyTorch's signatures and semantics."""
 
 from __future__ import annotations
 
-from .. import ops
+from .. import dtypes, ops
 from ..autograd import Function
 from ..ops.common import require_float
 from ..ops.shape import IndexAdd
@@ -34,6 +34,9 @@ def linear(input, weight, bias=None):
     if weight.ndim != 2 or input.ndim == 0 or input.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: input of shape {input.shape} does not fit a weight of shape "
                          f"{weight.shape} (expects (..., {weight.shape[-1]}) inputs)")
+    if input.dtype != weight.dtype:
+        raise TypeError(f"linear: input dtype {input.dtype} does not match the weight dtype "
+                        f"{weight.dtype} (convert one of them, e.g. with .to())")
     output = input @ weight.mT                                     # (..., out_features)
     return output if bias is None else output + bias
 
@@ -89,6 +92,9 @@ def one_hot(tensor, num_classes=-1):
         raise TypeError(f"one_hot: expected an integer tensor, got {tensor.dtype}")
     if num_classes < 0:
         num_classes = int(tensor.data.max()) + 1 if tensor.numel() else 0
+    if tensor.numel() and (int(tensor.data.min()) < 0 or int(tensor.data.max()) >= num_classes):
+        raise IndexError(f"one_hot: class ids must be in [0, {num_classes}), got values from "
+                         f"{int(tensor.data.min())} to {int(tensor.data.max())}")
     xp = tensor.xp
     return Tensor._make((tensor.data[..., None] == xp.arange(num_classes)).astype("int64"),
                         tensor.device)
@@ -107,10 +113,12 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     scale and shift."""
     require_float(input, "layer_norm")
     dims = _normalized_dims(input, normalized_shape, "layer_norm")
+    dtype = input.dtype
+    input = _widen_half(input)
     mean = input.mean(dims, keepdim=True)
     centered = input - mean
     variance = (centered * centered).mean(dims, keepdim=True)
-    output = centered * (variance + eps).rsqrt()
+    output = (centered * (variance + eps).rsqrt()).to(dtype)
     if weight is not None:
         output = output * weight
     if bias is not None:
@@ -125,8 +133,14 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     dims = _normalized_dims(input, normalized_shape, "rms_norm")
     if eps is None:
         eps = float(input.xp.finfo(input.dtype).eps)
-    output = input * ((input * input).mean(dims, keepdim=True) + eps).rsqrt()
+    wide = _widen_half(input)
+    output = (wide * ((wide * wide).mean(dims, keepdim=True) + eps).rsqrt()).to(input.dtype)
     return output if weight is None else output * weight
+
+
+def _widen_half(input):
+    """float16 statistics overflow (squares pass 65504): compute them in float32."""
+    return input.float() if input.dtype == dtypes.float16 else input
 
 
 # ----------------------------------------------------------------------------- losses

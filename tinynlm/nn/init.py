@@ -14,8 +14,8 @@ from .. import backend
 
 
 def _fill(tensor, array):
-    array = array.astype(tensor.dtype, copy=False)
-    tensor.data[...] = array
+    tensor.data[...] = array.astype(tensor.dtype, copy=False)
+    tensor._version[0] += 1  # a backward that saved the old values must refuse to run
     return tensor
 
 
@@ -78,6 +78,10 @@ def normal_(tensor, mean=0.0, std=1.0):
 
 def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0):
     """Fill with normal values redrawn until they land in [a, b]."""
+    mass = 0.5 * (math.erf((b - mean) / (std * math.sqrt(2))) - math.erf((a - mean) / (std * math.sqrt(2))))
+    if mass < 1e-3:
+        raise ValueError(f"trunc_normal_: [{a}, {b}] holds only {mass:.2g} of N({mean}, {std}^2); "
+                         "redrawing until values land there would take too long")
     values = _draw_normal(tensor, mean, std)
     outside = (values < a) | (values > b)
     while bool(outside.any()):
@@ -87,8 +91,14 @@ def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0):
 
 
 def constant_(tensor, value):
-    """Fill with ``value``."""
+    """Fill with ``value``.
+
+    >>> import tinynlm as tn
+    >>> constant_(tn.empty(2), 0.5).tolist()
+    [0.5, 0.5]
+    """
     tensor.data[...] = value
+    tensor._version[0] += 1
     return tensor
 
 
@@ -118,7 +128,7 @@ def _kaiming_std(tensor, a, mode, nonlinearity):
         raise ValueError(f"kaiming init: mode must be 'fan_in' or 'fan_out', got {mode!r}")
     fan_in, fan_out = fan_in_and_fan_out(tensor)
     fan = fan_in if mode == "fan_in" else fan_out
-    return calculate_gain(nonlinearity, a) / math.sqrt(fan)
+    return calculate_gain(nonlinearity, a) / math.sqrt(fan) if fan else 0.0  # empty: no-op
 
 
 def kaiming_uniform_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu"):

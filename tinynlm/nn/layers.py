@@ -87,9 +87,13 @@ class Embedding(Module):
     (1, 2, 4)
     """
 
-    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, device=None,
-                 dtype=None, _weight=None):
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, max_norm=None,
+                 norm_type=2.0, scale_grad_by_freq=False, sparse=False, _weight=None,
+                 _freeze=False, device=None, dtype=None):
         super().__init__()
+        if max_norm is not None or scale_grad_by_freq or sparse:
+            raise NotImplementedError("Embedding: max_norm, scale_grad_by_freq and sparse are "
+                                      "not supported")
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         if padding_idx is not None:
             if not -num_embeddings <= padding_idx < num_embeddings:
@@ -105,7 +109,22 @@ class Embedding(Module):
             if tuple(_weight.shape) != (num_embeddings, embedding_dim):
                 raise ValueError(f"Embedding: _weight has shape {tuple(_weight.shape)}, expected "
                                  f"{(num_embeddings, embedding_dim)}")
-            self.weight = Parameter(_weight)
+            self.weight = Parameter(_weight, requires_grad=not _freeze)
+
+    @classmethod
+    def from_pretrained(cls, embeddings, freeze=True, padding_idx=None):
+        """An Embedding whose table is ``embeddings`` (num_embeddings, embedding_dim).
+
+        >>> import tinynlm as tn
+        >>> tn.nn.Embedding.from_pretrained(tn.eye(3))(tn.tensor([2])).tolist()
+        [[0.0, 0.0, 1.0]]
+        """
+        if embeddings.ndim != 2:
+            raise ValueError(f"Embedding.from_pretrained: embeddings must be 2-D, got shape "
+                             f"{tuple(embeddings.shape)}")
+        rows, columns = embeddings.shape
+        return cls(rows, columns, padding_idx=padding_idx, _weight=embeddings.detach().clone(),
+                   _freeze=freeze)
 
     def reset_parameters(self):
         init.normal_(self.weight)
@@ -121,9 +140,15 @@ class Embedding(Module):
 
 
 class Dropout(Module):
-    """Zero elements with probability ``p`` while training (scaling the rest by 1/(1-p))."""
+    """Zero elements with probability ``p`` while training (scaling the rest by 1/(1-p)).
+    (``inplace`` is accepted for PyTorch compatibility; the result is always a new tensor.)
 
-    def __init__(self, p=0.5):
+    >>> import tinynlm as tn
+    >>> tn.nn.Dropout(0.5).eval()(tn.ones(3)).tolist()
+    [1.0, 1.0, 1.0]
+    """
+
+    def __init__(self, p=0.5, inplace=False):
         super().__init__()
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
@@ -214,11 +239,18 @@ class Flatten(Module):
 
 
 class ReLU(Module):
+    """``max(x, 0)`` (``inplace`` accepted for PyTorch compatibility, never needed here)."""
+
+    def __init__(self, inplace=False):
+        super().__init__()
+
     def forward(self, input):
         return ops.relu(input)
 
 
 class GELU(Module):
+    """Gaussian error linear unit, exact or with the tanh approximation."""
+
     def __init__(self, approximate="none"):
         super().__init__()
         self.approximate = approximate
@@ -231,21 +263,32 @@ class GELU(Module):
 
 
 class Tanh(Module):
+    """Hyperbolic tangent."""
+
     def forward(self, input):
         return ops.tanh(input)
 
 
 class Sigmoid(Module):
+    """Logistic sigmoid."""
+
     def forward(self, input):
         return ops.sigmoid(input)
 
 
 class SiLU(Module):
+    """``x * sigmoid(x)`` (``inplace`` accepted for PyTorch compatibility)."""
+
+    def __init__(self, inplace=False):
+        super().__init__()
+
     def forward(self, input):
         return ops.silu(input)
 
 
 class Softmax(Module):
+    """Softmax along ``dim``."""
+
     def __init__(self, dim=None):
         super().__init__()
         self.dim = dim
@@ -263,5 +306,7 @@ class Softmax(Module):
 
 
 class LogSoftmax(Softmax):
+    """Log-softmax along ``dim``."""
+
     def forward(self, input):
         return ops.log_softmax(input, self._dim(input))

@@ -68,10 +68,10 @@ class Module:
             raise AttributeError(f"cannot assign {name!r} before Module.__init__() is called")
         registries = (self._parameters, self._buffers, self._modules)
         if isinstance(value, Parameter):
-            self._forget(name)
+            self._forget(name, keep=self._parameters)
             self._parameters[name] = value
         elif isinstance(value, Module):
-            self._forget(name)
+            self._forget(name, keep=self._modules)
             self._modules[name] = value
         elif name in self._parameters:
             if value is not None:
@@ -90,10 +90,14 @@ class Module:
                             "module")
         object.__setattr__(self, name, value)
 
-    def _forget(self, name):
+    def _forget(self, name, keep=None):
+        """Drop ``name`` from every registry but ``keep`` (where a re-assignment then keeps its
+        place, so the order of parameters and sub-modules never changes)."""
         for registry in (self._parameters, self._buffers, self._modules):
-            registry.pop(name, None)
-        self._non_persistent_buffers.discard(name)
+            if registry is not keep:
+                registry.pop(name, None)
+        if keep is not self._buffers:
+            self._non_persistent_buffers.discard(name)
 
     def __delattr__(self, name):
         self._forget(name)
@@ -104,7 +108,7 @@ class Module:
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"register_parameter: {name!r} must be a Parameter or None, got "
                             f"{type(param).__name__}")
-        self._forget(name)
+        self._forget(name, keep=self._parameters)
         self._parameters[name] = param
         object.__setattr__(self, name, param)
 
@@ -114,7 +118,7 @@ class Module:
         if tensor is not None and not isinstance(tensor, Tensor):
             raise TypeError(f"register_buffer: {name!r} must be a Tensor or None, got "
                             f"{type(tensor).__name__}")
-        self._forget(name)
+        self._forget(name, keep=self._buffers)
         self._buffers[name] = tensor
         if not persistent:
             self._non_persistent_buffers.add(name)
@@ -125,7 +129,7 @@ class Module:
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"add_module: {name!r} must be a Module or None, got "
                             f"{type(module).__name__}")
-        self._forget(name)
+        self._forget(name, keep=self._modules)
         self._modules[name] = module
         object.__setattr__(self, name, module)
 

@@ -306,7 +306,15 @@ def _host_copy(value):
 
 
 def _loaded_value(where, param, index, key, value):
-    """A saved state value back on ``param``'s device, floating arrays in its dtype."""
+    """A saved state value back on ``param``'s device, floating arrays in its dtype. Values
+    may be NumPy arrays, tinynlm Tensors or anything with ``.numpy()`` (PyTorch tensors, so a
+    PyTorch optimizer's state dict loads too; its 0-d ``step`` becomes a number)."""
+    if isinstance(value, Tensor):
+        value = value.data
+    elif not backend.is_array(value) and hasattr(value, "numpy"):
+        value = value.detach().cpu().numpy() if hasattr(value, "detach") else value.numpy()
+    if backend.is_array(value) and value.ndim == 0 and key == "step":
+        value = backend.to_host(value).item()
     if isinstance(value, np.generic):
         return value.item()
     if not backend.is_array(value):
