@@ -379,7 +379,7 @@ def entry(dtype="F32", shape=(2,), offsets=(0, 8)):
     ({"x": entry(), "y": entry(offsets=(4, 12))}, b"\0" * 12, r"'x' and 'y' overlap"),
     ({"x": entry(offsets=(0, 12))}, b"\0" * 12, r"\(12 bytes\) but dtype F32 with shape \[2\] "
                                                 r"needs 8"),
-    ({"x": entry(dtype="BF16", offsets=(0, 4))}, b"\0" * 4, r"dtype 'BF16', which tinynlm cannot"),
+    ({"x": entry(dtype="U32", offsets=(0, 8))}, b"\0" * 8, r"dtype 'U32', which tinynlm cannot"),
     ({"x": entry(offsets=(4, 12))}, b"\0" * 12, r"bytes 0 to 4 of the data buffer belong to no"),
     ({"x": entry()}, b"\0" * 10, r"2 bytes after the last tensor"),
     ({"x": entry(shape=(-2,))}, b"", r"shape \[-2\], not a list of non-negative integers"),
@@ -476,3 +476,18 @@ def test_pytorch_reads_a_tinynlm_state_dict(path):
     for name, array in state_dict.items():
         np.testing.assert_array_equal(weights[name].numpy(), array)
         assert weights[name].numpy().dtype == array.dtype
+
+
+def test_bfloat16_tensors_load_as_float32(tmp_path):
+    import json
+    import struct
+
+    values = np.array([1.0, -2.5, 0.15625], np.float32)
+    bits = (values.view(np.uint32) >> 16).astype("<u2").tobytes()  # exact in bfloat16
+    header = json.dumps({"w": {"dtype": "BF16", "shape": [3], "data_offsets": [0, 6]}}).encode()
+    header += b" " * (-len(header) % 8)
+    path = tmp_path / "bf16.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + bits)
+    loaded = tn.load(path)
+    assert loaded["w"].dtype == np.float32
+    np.testing.assert_array_equal(loaded["w"], values)

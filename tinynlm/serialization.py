@@ -52,6 +52,8 @@ SAFETENSORS_DTYPES = {
     "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
     "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
 }
+# bfloat16 tensors (read only) are loaded as float32; this marks their 2-byte storage.
+BFLOAT16_BITS = np.dtype([("bfloat16", "<u2")])
 _SAFETENSORS_NAME_OF = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}
 _SIZE_FIELD_BYTES = 8  # the little-endian uint64 at the start that gives the header's length
 
@@ -278,7 +280,7 @@ def _check_entry(path, name, info):
     if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
         raise _file_error(path, f"the entry of tensor {name!r} needs dtype, shape and "
                                 f"data_offsets, got {info!r}")
-    dtype = SAFETENSORS_DTYPES.get(info["dtype"])
+    dtype = BFLOAT16_BITS if info["dtype"] == "BF16" else SAFETENSORS_DTYPES.get(info["dtype"])
     if dtype is None:
         raise _file_error(path, f"tensor {name!r} has dtype {info['dtype']!r}, which tinynlm "
                                 f"cannot load; it reads {', '.join(SAFETENSORS_DTYPES)}")
@@ -328,6 +330,10 @@ def _read_array(file, path, name, data_start, entry) -> np.ndarray:
     file.seek(data_start + begin)
     if file.readinto(raw) != raw.size:
         raise _file_error(path, f"the file ended inside tensor {name!r}; it is truncated")
+    if dtype is BFLOAT16_BITS:
+        # bfloat16 is the top half of a float32: widen exactly (the format most LM weights use).
+        bits = raw.view("<u2").astype(np.uint32) << 16
+        return bits.view(np.float32).reshape(shape)
     return raw.view(dtype).reshape(shape).astype(dtype.newbyteorder("="), copy=False)
 
 
