@@ -1,5 +1,7 @@
-"""``python -m tinynlm``: the demo training run."""
+"""``python -m tinynlm``: the ``tinynlm`` command line."""
 
-from .demo import main
+import sys
 
-main()
+from .cli import main
+
+sys.exit(main())
