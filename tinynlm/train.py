@@ -156,19 +156,25 @@ def _write_json_atomically(path, payload):
             os.remove(temporary)
 
 
-def load_checkpoint(out_dir, device=None):
-    """``(model, tokenizer, config, checkpoint)`` from a directory :func:`save_checkpoint` wrote."""
+def read_checkpoint(out_dir):
+    """``(meta, checkpoint)``: the JSON side (config, tokenizer, history) and the tensors."""
     config_path = os.path.join(out_dir, CONFIG_FILE)
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"load_checkpoint: {config_path} does not exist (is {out_dir!r} a "
                                 "checkpoint directory written by `tinynlm train`?)")
     with open(config_path, encoding="utf-8") as handle:
         meta = json.load(handle)
+    return meta, tn.load(os.path.join(out_dir, CHECKPOINT_FILE))
+
+
+def load_checkpoint(out_dir, device=None):
+    """``(model, tokenizer, config, checkpoint, history)`` from a directory that
+    :func:`save_checkpoint` wrote, the model rebuilt and loaded (on ``device`` if given)."""
+    meta, checkpoint = read_checkpoint(out_dir)
     config = TrainConfig(**meta["config"])
     if device is not None:
         config.device = device
     tokenizer = tokenizer_from_dict(meta["tokenizer"])
-    checkpoint = tn.load(os.path.join(out_dir, CHECKPOINT_FILE))
     model = build_model(config, tokenizer.vocab_size)
     model.load_state_dict(checkpoint["model"])
     return model, tokenizer, config, checkpoint, meta.get("history", [])
@@ -186,7 +192,8 @@ def train(config: TrainConfig, resume: bool = False, progress=True, log=print) -
     tn.manual_seed(config.seed)
     text = load_corpus(config.data)
     tokenizer = make_tokenizer(config.tokenizer, text)
-    train_ids, val_ids = split_train_val(tokenizer.encode(text), val_fraction=0.1)
+    train_ids, val_ids = split_train_val(tokenizer.encode(text), val_fraction=0.1,
+                                         min_length=config.block_size + 1)
     model = build_model(config, tokenizer.vocab_size)
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
@@ -197,7 +204,8 @@ def train(config: TrainConfig, resume: bool = False, progress=True, log=print) -
                                   seed=config.seed)
     start_step, history = 0, []
     if resume and os.path.isfile(os.path.join(config.out, CHECKPOINT_FILE)):
-        _, _, _, checkpoint, history = load_checkpoint(config.out, config.device)
+        meta, checkpoint = read_checkpoint(config.out)
+        history = meta.get("history", [])
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         batcher.load_state_dict(checkpoint["batcher"])
