@@ -116,3 +116,15 @@ def test_presets_and_flags_combine():
     config = cli.config_from_arguments(args)
     assert config.steps == 7 and config.n_layer == 6
     assert isinstance(tn.nn.Module, type)
+
+
+def test_loss_curve_plot(tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="plotting needs the optional matplotlib")
+    config = _config(tmp_path, steps=10)
+    plot = tmp_path / "loss.png"
+    assert cli.main(["train", "--data", config.data, "--steps", "10", "--batch-size", "4",
+                     "--block-size", "16", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
+                     "--eval-interval", "5", "--eval-batches", "1", "--out", config.out,
+                     "--no-progress", "--sample-tokens", "0", "--plot", str(plot)]) == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "loss curve" in capsys.readouterr().out

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 
+from .plotting import plot_losses
 from .train import MODELS, PRESETS, TrainConfig, evaluate, load_checkpoint, train
 
 
@@ -45,6 +46,8 @@ def _add_train_arguments(parser):
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--sample-tokens", type=int, default=300,
                         help="characters of sample text printed at the end (0: none)")
+    parser.add_argument("--plot", metavar="PNG", help="save the train and validation loss curve "
+                                                      "(needs matplotlib)")
 
 
 def config_from_arguments(args) -> TrainConfig:
@@ -74,8 +77,10 @@ def _sample(model, tokenizer, prompt, max_new_tokens, temperature, top_k, top_p,
 def command_train(args):
     config = config_from_arguments(args)
     train(config, resume=args.resume, progress=not args.no_progress)
+    model, tokenizer, config, _, history = load_checkpoint(config.out)
+    if args.plot:
+        print(f"loss curve: {plot_losses(history, args.plot)}")
     if args.sample_tokens > 0:
-        model, tokenizer, config, _, _ = load_checkpoint(config.out)
         print("sample:")
         _sample(model, tokenizer, _default_prompt(tokenizer), args.sample_tokens, 0.8, None,
                 None, config.seed, config.device)
@@ -150,7 +155,7 @@ def main(argv=None):
         args.run(args)
     except KeyboardInterrupt:
         return 130
-    except (FileNotFoundError, ValueError, FloatingPointError) as error:
+    except (FileNotFoundError, ValueError, FloatingPointError, RuntimeError) as error:
         print(f"tinynlm: error: {error}", file=sys.stderr)
         return 1
     return 0

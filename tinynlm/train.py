@@ -220,6 +220,7 @@ def train(config: TrainConfig, resume: bool = False, progress=True, log=print) -
     started = time.perf_counter()
     tokens_per_step = config.batch_size * config.block_size
     completed, loss_value, val_loss = start_step, float("nan"), None
+    loss_total, loss_count = 0.0, 0  # training losses since the last evaluation
     # The sampler and RNG state as of the last completed step: what a checkpoint must hold so
     # that a resumed run draws exactly the batches and dropout masks the uninterrupted one would.
     random_state = (batcher.state_dict(), tn.get_rng_state())
@@ -240,10 +241,12 @@ def train(config: TrainConfig, resume: bool = False, progress=True, log=print) -
             optimizer.step()
             completed = step + 1
             random_state = (batcher.state_dict(), tn.get_rng_state())
+            loss_total, loss_count = loss_total + loss_value, loss_count + 1
             if completed % config.eval_interval == 0 or completed == config.steps:
                 val_loss = evaluate(model, val_ids, config)
-                history.append({"step": completed, "train_loss": loss_value,
+                history.append({"step": completed, "train_loss": loss_total / loss_count,
                                 "val_loss": val_loss})
+                loss_total, loss_count = 0.0, 0
                 save_checkpoint(config.out, model, optimizer, *random_state, completed, config,
                                 tokenizer, history)
                 _report(bar, log, completed, val_loss)
