@@ -146,11 +146,30 @@ def build_parser():
     evaluate_parser.add_argument("--batches", type=int, help="at most this many batches")
     evaluate_parser.add_argument("--device")
     evaluate_parser.set_defaults(run=command_eval)
+
+    demo = commands.add_parser("translate-demo", add_help=False,
+                               help="train seq2seq models with attention to translate dates "
+                                    "(see `tinynlm translate-demo --help`)")
+    demo.set_defaults(run=command_translate_demo)
     return parser
 
 
+def command_translate_demo(args):
+    from . import translate_demo
+
+    status = translate_demo.main(args.rest, prog="tinynlm translate-demo")
+    if status:
+        raise SystemExit(status)
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    if argv[:1] == ["translate-demo"]:  # its own options are parsed by the demo itself
+        args = parser.parse_args(argv[:1])
+        args.rest = argv[1:]
+    else:
+        args = parser.parse_args(argv)
     try:
         args.run(args)
     except KeyboardInterrupt:

@@ -56,10 +56,11 @@ STYLES = {
     "d/m/yy": lambda d: f"{d.day}/{d.month}/{d.year % 100:02d}",                # 3/4/98
     "dd.mm.yyyy": lambda d: f"{d.day:02d}.{d.month:02d}.{d.year}",              # 03.04.1998
     "iso": lambda d: d.isoformat(),                                             # 1998-04-03
-    "weekday, month ordinal year":                                              # Friday, April
-        lambda d: f"{WEEKDAYS[d.weekday()]}, {_month(d)} {_ordinal(d.day)} {d.year}",  # 3rd 1998
-    "the ordinal of month year":                                                # the 3rd of
-        lambda d: f"the {_ordinal(d.day)} of {_month(d)} {d.year}",             # April 1998
+    # Friday, April 3rd 1998
+    "weekday, month ordinal year":
+        lambda d: f"{WEEKDAYS[d.weekday()]}, {_month(d)} {_ordinal(d.day)} {d.year}",
+    # the 3rd of April 1998
+    "the ordinal of month year": lambda d: f"the {_ordinal(d.day)} of {_month(d)} {d.year}",
     "d mon yy": lambda d: f"{d.day} {_month(d)[:3]} {d.year % 100:02d}",        # 3 Apr 98
     "mon d yyyy": lambda d: f"{_month(d)[:3]} {d.day} {d.year}",                # Apr 3 1998
 }
@@ -99,19 +100,25 @@ def split_dates(rng: np.random.Generator, held_out_fraction: float = 0.1):
     return dates[held_out_count:], dates[:held_out_count]
 
 
-def sample_pairs(dates, count: int, rng: np.random.Generator):
+def sample_pairs(dates, count: int, rng: np.random.Generator, styles=tuple(STYLES)):
     """``count`` (source, target) pairs: dates drawn from ``dates`` (without replacement when
-    there are enough), each in a random style and case, and its ISO form.
+    there are enough), each written in a random one of ``styles`` (names of :data:`STYLES`) in
+    a random case, and its ISO form.
 
     >>> sample_pairs([datetime.date(1998, 4, 3)], 1, np.random.default_rng(3))
     [('3 Apr 98', '1998-04-03')]
+    >>> sample_pairs([datetime.date(1998, 4, 3)], 1, np.random.default_rng(3), ["d/m/yy"])
+    [('3/4/98', '1998-04-03')]
     """
+    unknown = [style for style in styles if style not in STYLES]
+    if unknown or not styles:
+        raise ValueError(f"sample_pairs: styles must be a non-empty list of {list(STYLES)}, got "
+                         f"{list(styles)}")
     picks = rng.choice(len(dates), size=count, replace=count > len(dates))
-    styles = rng.integers(len(STYLES), size=count)
+    chosen_styles = rng.integers(len(styles), size=count)
     cases = rng.integers(len(CASES), size=count)
-    formatters = list(STYLES.values())
-    return [(CASES[case](formatters[style](dates[pick])), dates[pick].isoformat())
-            for pick, style, case in zip(picks, styles, cases)]
+    return [(CASES[case](STYLES[styles[style]](dates[pick])), dates[pick].isoformat())
+            for pick, style, case in zip(picks, chosen_styles, cases)]
 
 
 # ----------------------------------------------------------------------------- vocabulary
@@ -129,7 +136,8 @@ def encode_batch(pairs, device="cpu"):
     ``PAD_ID`` to the longest (B, S); targets behind ``BOS_ID`` (B, T) and followed by
     ``EOS_ID`` (B, T), padded likewise.
 
-    >>> src, tgt_in, tgt_out = encode_batch([("3/4/98", "1998-04-03"), ("1998-04-03", "1998-04-03")])
+    >>> pairs = [("3/4/98", "1998-04-03"), ("1998-04-03", "1998-04-03")]
+    >>> src, tgt_in, tgt_out = encode_batch(pairs)
     >>> src.shape, tgt_in.shape, src[0, -1].item() == PAD_ID
     ((2, 10), (2, 11), True)
     >>> VOCABULARY.decode(tgt_out[0, :-1]), tgt_in[0, 0].item() == BOS_ID
@@ -153,25 +161,27 @@ def _padded(sequences):
 def decode_ids(ids) -> str:
     """The text of output ids up to (not including) the first ``EOS_ID``.
 
-    >>> decode_ids(VOCABULARY.encode("1998-04-03" + EOS + "77"))
+    >>> decode_ids(VOCABULARY.encode("1998-04-03" + EOS + PAD + PAD))
     '1998-04-03'
     """
     ids = list(ids)
     if EOS_ID in ids:
         ids = ids[:ids.index(EOS_ID)]
-    return VOCABULARY.decode([token for token in ids if token != PAD_ID])
+    return VOCABULARY.decode(ids)
 
 
 # ----------------------------------------------------------------------------- models
 
 MODEL_KINDS = ("rnn", "transformer")
 
-# Sizes and schedules that reach >= 90% exact match on held-out examples within about 90 s on
-# two CPU cores (see the module docstring of tests/test_translate_demo.py for measured numbers).
+# Sizes and schedules that reach >= 90% exact match on held-out examples within 90 s on two CPU
+# cores. Measured there (training plus evaluating 1000 held-out examples): seed 0, rnn 99.1% in
+# 74 s, transformer 99.4% in 72 s; seeds 1 and 2, rnn 100% and 99.6%, transformer 99.0% and
+# 99.3%.
 DEFAULTS = {
-    "rnn": dict(steps=600, batch_size=64, learning_rate=3e-3, warmup_steps=20,
+    "rnn": dict(steps=400, batch_size=64, learning_rate=5e-3, warmup_steps=20,
                 sizes=dict(embedding_dim=32, hidden_size=64)),
-    "transformer": dict(steps=600, batch_size=64, learning_rate=1e-3, warmup_steps=50,
+    "transformer": dict(steps=600, batch_size=64, learning_rate=2e-3, warmup_steps=50,
                         sizes=dict(d_model=64, nhead=4, num_encoder_layers=2,
                                    num_decoder_layers=2, dim_feedforward=128)),
 }
@@ -192,11 +202,18 @@ def build_model(kind: str, **sizes):
 
 
 def train_model(model, train_dates, steps: int, rng: np.random.Generator, batch_size=64,
-                learning_rate=3e-3, warmup_steps=20, grad_clip=1.0, log=print,
-                log_interval=100):
-    """Train ``model`` for ``steps`` AdamW steps on fresh random pairs from ``train_dates``
-    (linear warmup, then cosine decay to a tenth of ``learning_rate``; gradient norm clipped to
-    ``grad_clip``). Returns the last loss."""
+                learning_rate=3e-3, warmup_steps=20, grad_clip=1.0, styles=tuple(STYLES),
+                log=print, log_interval=100):
+    """Train ``model`` for ``steps`` AdamW steps (weight decay 0.01) on fresh random pairs from
+    ``train_dates`` in ``styles`` (linear warmup, then cosine decay to a tenth of ``learning_rate``; gradient norm
+    clipped to ``grad_clip``). Returns the last loss.
+
+    >>> train_dates, _ = split_dates(np.random.default_rng(0))
+    >>> loss = train_model(build_model("rnn", hidden_size=8), train_dates, 2,
+    ...                    np.random.default_rng(0), batch_size=4, log=lambda line: None)
+    >>> 0 < loss < 10
+    True
+    """
     schedule = TrainConfig(steps=steps, warmup_steps=warmup_steps, learning_rate=learning_rate,
                            min_learning_rate=learning_rate / 10)
     optimizer = tn.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
@@ -205,7 +222,7 @@ def train_model(model, train_dates, steps: int, rng: np.random.Generator, batch_
     for step in range(steps):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(step, schedule)
-        src, tgt_in, tgt_out = encode_batch(sample_pairs(train_dates, batch_size, rng))
+        src, tgt_in, tgt_out = encode_batch(sample_pairs(train_dates, batch_size, rng, styles))
         loss = model.loss(src, tgt_in, tgt_out)
         optimizer.zero_grad()
         loss.backward()
@@ -219,12 +236,18 @@ def train_model(model, train_dates, steps: int, rng: np.random.Generator, batch_
 
 def translate(model, sources, batch_size=256):
     """Greedy translations of the strings ``sources`` and, for each, its attention map: a
-    (len(output) + 1, len(source)) NumPy array (the last row is the step that chose EOS, or
-    the last step when the model never stopped)."""
+    NumPy array (len(output) + 1, len(source)), the last row the step that chose EOS (without
+    that row when the model never stopped).
+
+    >>> translations, maps = translate(build_model("rnn", hidden_size=8), ["3/4/98", "1 May 2000"])
+    >>> len(translations), [weights.shape[1] for weights in maps]
+    (2, [6, 10])
+    """
     translations, maps = [], []
     for start in range(0, len(sources), batch_size):
         chunk = sources[start:start + batch_size]
         src = encode_batch([(source, "") for source in chunk])[0]
+        # Room for a few characters too many, so a long output is wrong rather than cut short.
         ids, weights = model.greedy_decode(src, max_len=MAX_TARGET_LENGTH + 2)
         weights = weights.numpy()
         for row, source, ids_row in zip(weights, chunk, ids.numpy()):
@@ -236,7 +259,11 @@ def translate(model, sources, batch_size=256):
 
 
 def exact_match(model, pairs) -> float:
-    """The fraction of (source, target) pairs that ``model`` translates exactly."""
+    """The fraction of (source, target) pairs that ``model`` translates exactly.
+
+    >>> exact_match(build_model("transformer", d_model=8, nhead=2), [("3/4/98", "1998-04-03")])
+    0.0
+    """
     translations, _ = translate(model, [source for source, _ in pairs])
     return float(np.mean([output == target for output, (_, target) in zip(translations, pairs)]))
 
@@ -261,12 +288,20 @@ def text_heat_map(weights, source: str, output: str) -> str:
     if weights.ndim != 2 or weights.shape[1] != len(source):
         raise ValueError(f"text_heat_map: weights of shape {weights.shape} do not match a "
                          f"source of {len(source)} characters")
-    labels = list(output) + ["EOS"] * (weights.shape[0] - len(output))
+    labels = _step_labels(output, weights.shape[0])
     levels = np.clip(np.rint(weights * (len(SHADES) - 1)), 0, len(SHADES) - 1).astype(int)
     lines = [" " * 6 + source]
     for label, row in zip(labels, levels):
         lines.append(f"{label:>5} " + "".join(SHADES[level] for level in row))
     return "\n".join(lines)
+
+
+def _step_labels(output, steps):
+    """A label for each of ``steps`` output steps: the character chosen (special tokens, which
+    an untrained model may choose, by name), then ``EOS``."""
+    names = {PAD: "PAD", BOS: "BOS"}
+    labels = [names.get(character, character) for character in output]
+    return labels + ["EOS"] * (steps - len(labels))
 
 
 def plot_attention(weights, source: str, output: str, path: str, title: str = "") -> None:
@@ -276,7 +311,7 @@ def plot_attention(weights, source: str, output: str, path: str, title: str = ""
     from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
 
     weights = np.asarray(weights, dtype=float)
-    labels = list(output) + ["EOS"] * (weights.shape[0] - len(output))
+    labels = _step_labels(output, weights.shape[0])
     figure = Figure(figsize=(max(4.0, 0.3 * len(source) + 1.5), max(3.0, 0.3 * len(labels) + 1)))
     axes = figure.add_subplot()
     image = axes.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
@@ -295,24 +330,22 @@ def plot_attention(weights, source: str, output: str, path: str, title: str = ""
 
 
 def run_demo(model_kind="both", steps=None, seed=0, plot_path=None, log=print,
-             held_out_examples=1000, **sizes):
+             held_out_examples=1000):
     """Train and evaluate the ``"rnn"`` model, the ``"transformer"`` or ``"both"`` (each for
     ``steps`` steps, default :data:`DEFAULTS`), log exact-match accuracy on held-out examples,
     a few translations and one attention map (a PNG at ``plot_path`` when it is given and
     matplotlib is installed; with ``"both"`` the model kind is added to the file name; else a
-    text heat map). ``sizes`` override the model sizes. Returns ``{kind: {"accuracy",
-    "seconds", "steps", "parameters", "loss"}}``.
+    text heat map). Returns ``{kind: {"accuracy", "seconds", "steps", "parameters",
+    "loss"}}``.
 
-    >>> results = run_demo("rnn", steps=2, held_out_examples=4, log=lambda line: None,
-    ...                    embedding_dim=4, hidden_size=4)
+    >>> results = run_demo("rnn", steps=2, held_out_examples=4, log=lambda line: None)
     >>> sorted(results["rnn"])
     ['accuracy', 'loss', 'parameters', 'seconds', 'steps']
     """
+    if model_kind not in MODEL_KINDS + ("both",):
+        raise ValueError(f"run_demo: unknown model kind {model_kind!r}; choose 'rnn', "
+                         f"'transformer' or 'both'")
     kinds = MODEL_KINDS if model_kind == "both" else (model_kind,)
-    for kind in kinds:
-        if kind not in MODEL_KINDS:
-            raise ValueError(f"run_demo: unknown model kind {model_kind!r}; choose 'rnn', "
-                             f"'transformer' or 'both'")
     data_rng = np.random.default_rng(seed)
     train_dates, held_out_dates = split_dates(data_rng)
     held_out = sample_pairs(held_out_dates, held_out_examples, data_rng)
@@ -325,7 +358,7 @@ def run_demo(model_kind="both", steps=None, seed=0, plot_path=None, log=print,
         settings = DEFAULTS[kind]
         kind_steps = settings["steps"] if steps is None else steps
         tn.manual_seed(seed)
-        model = build_model(kind, **sizes)
+        model = build_model(kind)
         log(f"{kind}: {type(model).__name__}, {model.num_parameters():,} parameters, "
             f"{kind_steps} steps of batch {settings['batch_size']}")
         started = time.perf_counter()
@@ -338,7 +371,8 @@ def run_demo(model_kind="both", steps=None, seed=0, plot_path=None, log=print,
             f"({seconds:.1f} s for training and evaluation)")
         translations, maps = translate(model, [source for source, _ in held_out[:5]] + [example])
         for (source, target), output in zip(held_out[:5], translations):
-            log(f"  {source!r:34} -> {output!r:14} {'ok' if output == target else 'expected ' + target}")
+            verdict = "ok" if output == target else f"expected {target}"
+            log(f"  {source!r:34} -> {output!r:14} {verdict}")
         _show_attention(kind, maps[-1], example, translations[-1], plot_path, len(kinds) > 1, log)
         results[kind] = {"accuracy": accuracy, "seconds": seconds, "steps": kind_steps,
                          "parameters": model.num_parameters(), "loss": loss}
@@ -363,9 +397,9 @@ def _show_attention(kind, weights, source, output, plot_path, several_models, lo
     log(text_heat_map(weights, source, output))
 
 
-def build_parser():
+def build_parser(prog="python -m tinynlm.translate_demo"):
     parser = argparse.ArgumentParser(
-        prog="python -m tinynlm.translate_demo",
+        prog=prog,
         description="Train sequence-to-sequence models with attention to rewrite dates written "
                     "in many styles as YYYY-MM-DD; report exact match on held-out dates and "
                     "show an attention map.")
@@ -381,11 +415,14 @@ def build_parser():
     return parser
 
 
-def main(argv=None) -> int:
-    """The command line: ``main(["--model", "rnn", "--steps", "300"])``; returns 0."""
-    args = build_parser().parse_args(argv)
+def main(argv=None, prog="python -m tinynlm.translate_demo") -> int:
+    """The command line, e.g. ``main(["--model", "rnn", "--steps", "300"])``: parse ``argv``
+    (``sys.argv[1:]`` when None; ``prog`` names the command in usage and errors), run the demo
+    and return 0."""
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
     if args.steps is not None and args.steps < 1:
-        build_parser().error(f"--steps must be a positive int, got {args.steps}")
+        parser.error(f"--steps must be a positive int, got {args.steps}")
     run_demo(args.model, steps=args.steps, seed=args.seed, plot_path=args.plot)
     return 0
 

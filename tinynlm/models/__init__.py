@@ -12,6 +12,7 @@ from .gpt import GPT, GPTConfig, KVCache
 from .language_model import LanguageModel
 from .rnn_lm import RNNLanguageModel, RNNLMConfig
 from .sampling import Sampler
+from .seq2seq import AttentionRNNSeq2Seq, Seq2SeqModel, TransformerSeq2Seq
 
 __all__ = ["GPT", "GPTConfig", "KVCache", "LanguageModel", "RNNLMConfig", "RNNLanguageModel",
            "Sampler"]

@@ -49,7 +49,8 @@ class Seq2SeqModel(Module):
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
 
     def source_padding_mask(self, src):
-        """(B, S) bool, True at the padding of ``src`` (B, S)."""
+        """(B, S) bool, True at the padding of ``src`` (B, S). Padding goes after each source's
+        tokens (the RNN encoder reads the first ``S - padding`` of them)."""
         self._check_ids(src, "src")
         return src == self.pad_id
 
@@ -67,7 +68,8 @@ class Seq2SeqModel(Module):
         Returns ``(ids, weights)``: ``ids`` (B, T_out) int64, each row the chosen tokens up to
         and including ``eos_id`` and ``pad_id`` after it (T_out <= ``max_len``; decoding stops
         once every row has ended), and ``weights`` (B, T_out, S), row ``t`` of example ``b`` the
-        attention over the source at the step that chose ``ids[b, t]``.
+        attention over the source at the step that chose ``ids[b, t]`` (rows after a row's EOS
+        come from steps whose choice was discarded).
         """
         if isinstance(max_len, bool) or not isinstance(max_len, (int, np.integer)) \
                 or max_len < 1:
