@@ -154,16 +154,15 @@ class Function:
         version = inputs[0]._version if self.returns_view else None
 
         if not wants_grad:
-            results = tuple(Tensor._make(out, device, version=version if out.base is not None
-                                         else None) for out in outputs)
+            results = tuple(Tensor._make(out, device, version=_shared_version(version, out))
+                            for out in outputs)
             return results[0] if single else results
         self.edges = [_edge(tensor) for tensor in inputs]
         if self.save_inputs:
             self.saved_tensors = [inputs[i] for i in self.save_inputs]
             self.saved_versions = [tensor._version[0] for tensor in self.saved_tensors]
         self.device = device
-        results = tuple(Tensor._make(out, device, self, index,
-                                     version if out.base is not None else None)
+        results = tuple(Tensor._make(out, device, self, index, _shared_version(version, out))
                         for index, out in enumerate(outputs))
         self.output_meta = [(out.shape, out.dtype) for out in outputs]
         if self.save_output:
@@ -196,6 +195,12 @@ class Function:
         """Free what backward needed; a later backward through this node raises."""
         vars(self).clear()
         self.edges = None
+
+
+def _shared_version(version, array):
+    """The input's version counter for an output that really is a view of it, else None (a new
+    counter). Only view ops pass a counter, so other ops never look at ``array.base``."""
+    return None if version is None or array.base is None else version
 
 
 def _edge(tensor):

@@ -19,6 +19,19 @@ from ..tensor import Tensor
 from .sampling import Sampler
 
 
+def check_token_ids(ids, where, label="token ids"):
+    """Refuse anything but a (B, T) integer tensor with T >= 1, naming ``where`` and ``label``.
+
+    >>> import tinynlm as tn
+    >>> check_token_ids(tn.tensor([[1, 2]]), "example")
+    """
+    if not isinstance(ids, Tensor) or ids.dtype.kind not in "iu":
+        raise TypeError(f"{where}: {label} must be an integer Tensor, got "
+                        f"{getattr(ids, 'dtype', type(ids).__name__)}")
+    if ids.ndim != 2 or ids.shape[1] == 0:
+        raise ValueError(f"{where}: {label} must have shape (B, T) with T >= 1, got {ids.shape}")
+
+
 class LanguageModel(Module):
     """Base class of the models that read token ids (B, T) and predict each next token.
 
@@ -88,14 +101,7 @@ class LanguageModel(Module):
             self.train(was_training)
 
     def _check_ids(self, idx, method):
-        """Refuse anything but a (B, T) integer tensor with T >= 1."""
-        name = f"{type(self).__name__}.{method}"
-        if not isinstance(idx, Tensor) or idx.dtype.kind not in "iu":
-            raise TypeError(f"{name}: token ids must be an integer Tensor, got "
-                            f"{getattr(idx, 'dtype', type(idx).__name__)}")
-        if idx.ndim != 2 or idx.shape[1] == 0:
-            raise ValueError(f"{name}: token ids must have shape (B, T) with T >= 1, got "
-                             f"{idx.shape}")
+        check_token_ids(idx, f"{type(self).__name__}.{method}")
 
     def _loss(self, logits, targets):
         """Mean cross-entropy of ``logits`` (B, T, vocab) against ``targets`` (B, T)."""

@@ -27,7 +27,7 @@ from ..nn.packing import pack_padded_sequence, pad_packed_sequence
 from ..nn.positional import SinusoidalPositionalEncoding
 from ..nn.recurrent import GRU, GRUCell
 from ..nn.transformer import Transformer
-from ..tensor import Tensor
+from .language_model import check_token_ids
 
 
 class Seq2SeqModel(Module):
@@ -103,13 +103,7 @@ class Seq2SeqModel(Module):
         return ids, weights
 
     def _check_ids(self, ids, label):
-        name = type(self).__name__
-        if not isinstance(ids, Tensor) or ids.dtype.kind not in "iu":
-            raise TypeError(f"{name}: {label} must be an integer Tensor of token ids, got "
-                            f"{getattr(ids, 'dtype', type(ids).__name__)}")
-        if ids.ndim != 2 or ids.shape[1] == 0:
-            raise ValueError(f"{name}: {label} must have shape (B, T) with T >= 1, got "
-                             f"{ids.shape}")
+        check_token_ids(ids, type(self).__name__, label)
 
     def _start_decoding(self, src):
         raise NotImplementedError

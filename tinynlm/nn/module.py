@@ -294,21 +294,13 @@ class Module:
     def state_dict(self, prefix: str = "") -> "OrderedDict[str, np.ndarray]":
         """Every parameter and persistent buffer as a host NumPy copy, by dotted name (shared
         parameters under each of their names, as in PyTorch)."""
-        state = OrderedDict()
-        for module_prefix, module in self.named_modules(prefix, memo=_NoMemo()):
-            dotted = f"{module_prefix}." if module_prefix else ""
-            for name, param in module._parameters.items():
-                if param is not None:
-                    state[dotted + name] = np.array(backend.to_host(param.data), copy=True)
-            for name, buffer in module._buffers.items():
-                if buffer is not None and name not in module._non_persistent_buffers:
-                    state[dotted + name] = np.array(backend.to_host(buffer.data), copy=True)
-        return state
+        return OrderedDict((name, np.array(backend.to_host(tensor.data), copy=True))
+                           for name, tensor in self._state_tensors(prefix).items())
 
-    def _state_tensors(self):
+    def _state_tensors(self, prefix: str = ""):
         """name -> the live Tensor behind each state_dict entry."""
         tensors = OrderedDict()
-        for module_prefix, module in self.named_modules(memo=_NoMemo()):
+        for module_prefix, module in self.named_modules(prefix, memo=_NoMemo()):
             dotted = f"{module_prefix}." if module_prefix else ""
             for name, param in module._parameters.items():
                 if param is not None:
@@ -379,7 +371,21 @@ class _NoMemo(set):
         pass
 
 
-class Sequential(Module):
+class _ModuleSequence(Module):
+    """What Sequential and ModuleList share: modules registered under "0", "1", ..."""
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, module):
+        self.add_module(str(len(self._modules)), module)
+        return self
+
+
+class Sequential(_ModuleSequence):
     """Modules applied one after the other.
 
     >>> import tinynlm as tn
@@ -408,18 +414,9 @@ class Sequential(Module):
             return Sequential(OrderedDict(list(self._modules.items())[index]))
         return modules[index]
 
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def append(self, module):
-        self.add_module(str(len(self._modules)), module)
-        return self
 
 
-class ModuleList(Module):
+class ModuleList(_ModuleSequence):
     """A list of modules whose parameters are registered.
 
     >>> import tinynlm as tn
@@ -442,15 +439,6 @@ class ModuleList(Module):
         names = list(self._modules)
         self.add_module(names[index], module)
 
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def append(self, module):
-        self.add_module(str(len(self._modules)), module)
-        return self
 
     def extend(self, modules):
         for module in modules:
