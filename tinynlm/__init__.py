@@ -32,6 +32,7 @@ from . import cuda, nn, ops, optim  # noqa: E402
 from .autograd import (enable_grad, grad, is_grad_enabled, no_grad,  # noqa: E402
                        set_grad_enabled)
 from .backend import Device as device  # noqa: E402
+from .dispatch import fused_kernels_enabled, use_fused_kernels  # noqa: E402
 from .backend import get_rng_state, manual_seed, set_rng_state  # noqa: E402
 from .creation import (arange, empty, eye, from_numpy, full, full_like, linspace,  # noqa: E402
                        ones, ones_like, rand, rand_like, randint, randn, randn_like, tensor,

@@ -3,8 +3,11 @@ with PyTorch's signatures and semantics."""
 
 from __future__ import annotations
 
-from .. import dtypes, ops
+import math
+
+from .. import dispatch, dtypes, ops
 from ..autograd import Function
+from ..ops.fused import FusedCrossEntropy, FusedLayerNorm
 from ..ops.common import require_float
 from ..ops.shape import IndexAdd
 from ..tensor import Tensor
@@ -37,8 +40,34 @@ def linear(input, weight, bias=None):
     if input.dtype != weight.dtype:
         raise TypeError(f"linear: input dtype {input.dtype} does not match the weight dtype "
                         f"{weight.dtype} (convert one of them, e.g. with .to())")
-    output = input @ weight.mT                                     # (..., out_features)
-    return output if bias is None else output + bias
+    if bias is not None and (bias.shape != weight.shape[:1] or bias.dtype != input.dtype):
+        return input @ weight.mT + bias                            # broadcasting, promotion
+    return Linear()(input, weight) if bias is None else Linear()(input, weight, bias)
+
+
+class Linear(Function):
+    """``input @ weight.T (+ bias)`` as one op: one BLAS product over the flattened batch
+    dims, the bias added in place; the backward is two products and a sum."""
+
+    save_inputs = (0, 1)
+
+    def forward(self, input, weight, bias=None):
+        output = input.reshape(-1, input.shape[-1]) @ weight.T     # (batch, out_features)
+        if bias is not None:
+            output += bias
+        return output.reshape(*input.shape[:-1], weight.shape[0])  # (..., out_features)
+
+    def backward(self, grad):
+        input, weight = self.saved_tensors
+        rows = grad.reshape(-1, grad.shape[-1])                    # (batch, out_features)
+        grad_input = grad_weight = grad_bias = None
+        if self.needs_input_grad(0):
+            grad_input = (rows @ weight).reshape(input.shape)      # (..., in_features)
+        if self.needs_input_grad(1):
+            grad_weight = rows.mT @ input.reshape(-1, input.shape[-1])  # (out, in)
+        if len(self.edges) > 2 and self.needs_input_grad(2):
+            grad_bias = rows.sum(0)                                # (out_features,)
+        return grad_input, grad_weight, grad_bias
 
 
 class EmbeddingLookup(Function):
@@ -110,9 +139,34 @@ def _normalized_dims(input, normalized_shape, op_name):
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalise over the trailing ``normalized_shape`` dims to mean 0 and variance 1, then
-    scale and shift."""
+    scale and shift. A fused kernel does float32 and float64 inputs (see ``tinynlm.kernels``);
+    :func:`_composed_layer_norm` is the same function in tensor ops, and its reference.
+
+    >>> import tinynlm as tn
+    >>> [round(value, 4) for value in layer_norm(tn.tensor([[1.0, 3.0]]), (2,))[0].tolist()]
+    [-1.0, 1.0]
+    """
     require_float(input, "layer_norm")
     dims = _normalized_dims(input, normalized_shape, "layer_norm")
+    parameters = [p for p in (weight, bias) if p is not None]
+    kernels = None
+    if (input.dtype in (dtypes.float32, dtypes.float64) and input.numel()
+            and (bias is None or weight is not None)
+            and all(p.dtype == input.dtype and p.shape == input.shape[dims[0]:]
+                    for p in parameters)):
+        kernels = dispatch.fused("layer_norm", input.xp)
+    if kernels is None:
+        return _composed_layer_norm(input, dims, weight, bias, eps)
+    columns = math.prod(input.shape[dims[0]:])
+
+    def reference(input, weight=None, bias=None):
+        return _composed_layer_norm(input, dims, weight, bias, eps)
+
+    return FusedLayerNorm(kernels, columns, eps, reference, 1 + len(parameters))(input,
+                                                                                  *parameters)
+
+
+def _composed_layer_norm(input, dims, weight, bias, eps):
     dtype = input.dtype
     input = _widen_half(input)
     mean = input.mean(dims, keepdim=True)
@@ -185,39 +239,71 @@ def _picked_log_probabilities(log_probabilities, target, ignore_index):
 def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     """Negative log-likelihood of class ``target`` under log-probabilities ``input``
     ((N, C), (N, C, d1, ...) or (C,)); with ``weight`` per class and ``ignore_index``."""
-    return cross_entropy(input, target, weight, ignore_index, reduction, 0.0, _log_probs=True)
+    _check_loss_arguments(input, 0.0, "nll_loss")
+    return _composed_cross_entropy(input, target, weight, ignore_index, reduction, 0.0,
+                                   "nll_loss")
 
 
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
-                  label_smoothing=0.0, _log_probs=False):
+                  label_smoothing=0.0):
     """Cross-entropy between logits ``input`` (class dim 1, or 0 for a single (C,) vector) and
     ``target``: class indices (with ``ignore_index``) or class probabilities of the input's
     shape. ``weight`` weights classes; ``label_smoothing`` mixes the target with the uniform
     distribution. Stable for logits of any magnitude (it works from ``log_softmax``).
 
+    (N, C) float32 or float64 logits with class-index targets and no ``weight`` run on a fused
+    kernel (one pass over the logits forward and one backward, no probability tensor kept);
+    the composed version is its reference.
+
     >>> import tinynlm as tn
     >>> round(cross_entropy(tn.tensor([[0.0, 0.0]]), tn.tensor([1])).item(), 4)
     0.6931
     """
-    op_name = "nll_loss" if _log_probs else "cross_entropy"
+    _check_loss_arguments(input, label_smoothing, "cross_entropy")
+    if target.dtype.kind != "f" and weight is None and input.ndim == 2 and input.numel() and \
+            input.dtype in (dtypes.float32, dtypes.float64):
+        kernels = dispatch.fused("cross_entropy", input.xp)
+        if kernels is not None:
+            _class_targets(input, target, ignore_index, "cross_entropy")
+
+            def reference(logits):
+                return _composed_cross_entropy(logits, target, None, ignore_index, "none",
+                                               label_smoothing, "cross_entropy")
+
+            loss = FusedCrossEntropy(kernels, target.data, ignore_index, label_smoothing,
+                                     reference)(input)                       # (N,)
+            if reduction == "mean":
+                return loss.sum() / (target != ignore_index).sum().to(input.dtype)
+            return _reduce(loss, reduction, "cross_entropy")
+    return _composed_cross_entropy(ops.log_softmax(input, 1 if input.ndim > 1 else 0), target,
+                                   weight, ignore_index, reduction, label_smoothing,
+                                   "cross_entropy")
+
+
+def _check_loss_arguments(input, label_smoothing, op_name):
     require_float(input, op_name)
     if input.ndim == 0:
         raise ValueError(f"{op_name}: input must have a class dim, got a 0-d tensor")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{op_name}: label_smoothing must be in [0, 1], got {label_smoothing}")
-    class_dim = 1 if input.ndim > 1 else 0
-    classes = input.shape[class_dim]
-    log_probabilities = input if _log_probs else ops.log_softmax(input, class_dim)
+
+
+def _composed_cross_entropy(log_probabilities, target, weight, ignore_index, reduction,
+                            label_smoothing, op_name):
+    """Cross-entropy (and NLL) from log-probabilities in tensor ops: the general path and the
+    fused kernel's reference."""
+    class_dim = 1 if log_probabilities.ndim > 1 else 0
+    classes = log_probabilities.shape[class_dim]
     if weight is not None and weight.shape != (classes,):
         raise ValueError(f"{op_name}: weight must have shape ({classes},), got {weight.shape}")
     # Per-class weights shaped to broadcast along the class dim: (C, 1, 1, ...) or (C,).
     class_weight = None if weight is None else weight.reshape(
-        (classes,) + (1,) * (input.ndim - class_dim - 1))
+        (classes,) + (1,) * (log_probabilities.ndim - class_dim - 1))
 
     if target.dtype.kind == "f":  # class probabilities
-        if target.shape != input.shape:
+        if target.shape != log_probabilities.shape:
             raise ValueError(f"{op_name}: probability targets must have the input's shape "
-                             f"{input.shape}, got {target.shape}")
+                             f"{log_probabilities.shape}, got {target.shape}")
         target = target * (1 - label_smoothing) + label_smoothing / classes
         terms = log_probabilities * target
         if class_weight is not None:
@@ -225,9 +311,9 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
         loss = -terms.sum(class_dim)
         return _reduce(loss, reduction, op_name)
 
-    _class_targets(input, target, ignore_index, op_name)
+    _class_targets(log_probabilities, target, ignore_index, op_name)
     picked, kept = _picked_log_probabilities(log_probabilities, target, ignore_index)
-    kept_float = kept.to(input.dtype)
+    kept_float = kept.to(log_probabilities.dtype)
     sample_weight = kept_float if weight is None else weight[ops.where(kept, target, 0)] * kept_float
     loss = -picked * sample_weight
     if label_smoothing > 0:

@@ -18,7 +18,8 @@ import math
 
 import numpy as np
 
-from .. import creation, dtypes, ops
+from .. import creation, dispatch, dtypes, ops
+from ..ops.fused import FusedAttention
 from ..tensor import Tensor
 
 
@@ -70,6 +71,7 @@ def scaled_dot_product_attention_with_weights(query, key, value, attn_mask=None,
     """:func:`scaled_dot_product_attention` that also returns the attention weights, for the
     callers that must hand them out (``MultiheadAttention(need_weights=True)``,
     ``DotProductAttention``). Returns ``(output, weights)``: (..., L, Ev) and (..., L, S).
+    It always runs composed (the weights are the (L, S) matrix a fused kernel avoids).
 
     >>> import tinynlm as tn
     >>> q, k, v = tn.ones(2, 3, 4), tn.ones(2, 5, 4), tn.ones(2, 5, 6)
@@ -77,6 +79,14 @@ def scaled_dot_product_attention_with_weights(query, key, value, attn_mask=None,
     >>> output.shape, weights.shape
     ((2, 3, 6), (2, 3, 5))
     """
+    query, key, value, scale = _checked_arguments(query, key, value, attn_mask, dropout_p,
+                                                  is_causal, scale, enable_gqa)
+    return _composed_attention(query, key, value, attn_mask, dropout_p, is_causal, scale)
+
+
+def _checked_arguments(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa):
+    """Check the arguments of an attention call; return ``(query, key, value, scale)`` with the
+    key and value heads repeated for grouped-query attention and the default scale filled in."""
     op_name = "scaled_dot_product_attention"
     _check_inputs(query, key, value, enable_gqa, op_name)
     if not 0.0 <= dropout_p <= 1.0:
@@ -86,16 +96,24 @@ def scaled_dot_product_attention_with_weights(query, key, value, attn_mask=None,
                          "(PyTorch refuses an explicit mask with is_causal)")
     if enable_gqa:
         key, value = _repeat_heads(key, query.shape[-3]), _repeat_heads(value, query.shape[-3])
-    length, source_length = query.shape[-2], key.shape[-2]
+    if attn_mask is not None:
+        scores_shape = np.broadcast_shapes(query.shape[:-2], key.shape[:-2]) + (
+            query.shape[-2], key.shape[-2])
+        _check_mask(attn_mask, scores_shape, "attn_mask", op_name)
     if scale is None:
         scale = 1.0 / math.sqrt(query.shape[-1])
+    return query, key, value, scale
+
+
+def _composed_attention(query, key, value, attn_mask, dropout_p, is_causal, scale):
+    """Attention in tensor ops, scores matrix and all: ``(output, weights)``. The reference of
+    the fused kernel."""
+    length, source_length = query.shape[-2], key.shape[-2]
     scores = (query * scale) @ key.mT                                       # (..., L, S)
     if is_causal:
         # Query i sees keys 0..i: the top-left-aligned lower triangle, also when L != S.
         attn_mask = creation.ones(length, source_length, dtype=dtypes.bool_,
                                   device=query.device).tril()
-    elif attn_mask is not None:
-        _check_mask(attn_mask, scores.shape, "attn_mask", op_name)
     return _masked_softmax_attention(scores, value, attn_mask, dropout_p)
 
 
@@ -116,10 +134,17 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     * A query row with every key masked gives zeros (and zero gradients), as PyTorch's does since
       2.5 (older PyTorch, and its ``MultiheadAttention`` with ``need_weights=True``, give NaN).
 
+    Fused kernels (flash attention: tiles of keys streamed past tiles of queries with an online
+    softmax, so memory grows with L + S, not L * S) do every float32 or float64 call whose
+    query, key and value have the same batch dims and whose ``dropout_p`` is 0, with a causal,
+    bool or float mask (a float mask that requires grad, and any call with dropout, runs the
+    composed version, which is also the kernels' reference). A mask whose batch dims cannot be
+    viewed as (N, L, S) without copying is copied (1 byte per score for a bool mask).
+
     This is the one attention function of tinynlm: every attention module computes through it,
     its twin that also returns the weights, or their shared last step (see the module
-    docstring), so a fused kernel put here speeds up every caller that does not ask for the
-    weights, the Transformer layers among them.
+    docstring), so the fused kernels speed up every caller that does not ask for the weights,
+    the Transformer layers among them.
 
     >>> import tinynlm as tn
     >>> q, k, v = tn.randn(2, 4, 3, 8), tn.randn(2, 4, 5, 8), tn.randn(2, 4, 5, 6)
@@ -128,10 +153,40 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     >>> scaled_dot_product_attention(q, k, v, is_causal=True).shape
     (2, 4, 3, 6)
     """
-    output, _ = scaled_dot_product_attention_with_weights(query, key, value, attn_mask, dropout_p,
-                                                          is_causal, scale=scale,
-                                                          enable_gqa=enable_gqa)
-    return output
+    query, key, value, scale = _checked_arguments(query, key, value, attn_mask, dropout_p,
+                                                  is_causal, scale, enable_gqa)
+    kernels = _fused_kernels(query, key, value, attn_mask, dropout_p)
+    if kernels is None:
+        return _composed_attention(query, key, value, attn_mask, dropout_p, is_causal, scale)[0]
+    batch, length, source_length = query.shape[:-2], query.shape[-2], key.shape[-2]
+    mask = bias = None
+    if attn_mask is not None:
+        xp = query.xp
+        scores_mask = xp.broadcast_to(attn_mask.data, batch + (length, source_length))
+        scores_mask = scores_mask.reshape(-1, length, source_length)         # (N, L, S)
+        if attn_mask.dtype == dtypes.bool_:
+            mask = scores_mask
+        else:
+            bias = scores_mask.astype(query.dtype, copy=False)
+
+    def reference(query, key, value):
+        return _composed_attention(query, key, value, attn_mask, 0.0, is_causal, scale)[0]
+
+    return FusedAttention(kernels, float(scale), bool(is_causal), mask, bias,
+                          reference)(query, key, value)                      # (..., L, Ev)
+
+
+def _fused_kernels(query, key, value, attn_mask, dropout_p):
+    """The fused attention kernels if they can do this call, else None."""
+    if dropout_p > 0.0 or query.dtype not in (dtypes.float32, dtypes.float64):
+        return None
+    if not query.shape[:-2] == key.shape[:-2] == value.shape[:-2]:
+        return None
+    if 0 in query.shape or 0 in key.shape or 0 in value.shape:
+        return None
+    if attn_mask is not None and attn_mask.requires_grad:
+        return None
+    return dispatch.fused("attention", query.xp)
 
 
 def _check_inputs(query, key, value, enable_gqa, op_name):

@@ -13,7 +13,7 @@ import numbers
 import numpy as np
 
 from .. import backend, dispatch, dtypes
-from ..autograd import Function
+from ..autograd import Function, is_grad_enabled
 from ..tensor import Tensor
 from .common import (binary_operands, broadcast_error, promote_to_float, scalar_tensor, sum_to)
 
@@ -311,6 +311,28 @@ class Erf(Function):
         return grad * exp(-(x * x)) * (2 / math.sqrt(math.pi))
 
 
+class Gelu(Function):
+    """Exact GELU through a fused kernel (forward and backward each one pass); the backward
+    falls back to tensor ops when it is itself recorded (``create_graph``)."""
+
+    save_inputs = (0,)
+
+    def __init__(self, kernels):
+        self.kernels = kernels
+
+    def forward(self, x):
+        return self.kernels[0](x)
+
+    def backward(self, grad):
+        (x,) = self.saved_tensors
+        if not is_grad_enabled():
+            return Tensor._make(self.kernels[1](x.data, grad.data), grad.device)
+        # d/dx x * Phi(x) = Phi(x) + x * phi(x)
+        cdf = (erf(x * (1 / math.sqrt(2))) + 1) * 0.5
+        pdf = exp(x * x * -0.5) * (1 / math.sqrt(2 * math.pi))
+        return grad * (cdf + x * pdf)
+
+
 class Softplus(Function):
     save_inputs = (0,)
 
@@ -391,6 +413,9 @@ def gelu(x, approximate="none"):
     """
     x = promote_to_float(x)
     if approximate == "none":
+        kernels = dispatch.fused("gelu", x.xp) if x.dtype.itemsize >= 4 else None
+        if kernels is not None:
+            return Gelu(kernels)(x)
         return x * (erf(x * (1 / math.sqrt(2))) + 1) * 0.5
     if approximate == "tanh":
         inner = (x + x * x * x * 0.044715) * math.sqrt(2 / math.pi)

@@ -13,6 +13,9 @@ class MatMul(Function):
     save_inputs = (0, 1)
 
     def forward(self, a, b):
+        if a.ndim > 2 and b.ndim == 2:
+            # (..., M, K) @ (K, N) as one (B*M, K) @ (K, N) product: one BLAS call, not B.
+            return (a.reshape(-1, a.shape[-1]) @ b).reshape(*a.shape[:-1], b.shape[-1])
         return self.xp.matmul(a, b)
 
     def backward(self, grad):

@@ -1,0 +1,377 @@
+"""Fused CPU kernels compiled by Numba: GELU, row softmax / log-softmax, layer norm and
+cross-entropy from logits, each forward and backward.
+
+Each op is one pass (or two) over its rows instead of the five to ten NumPy calls and temporary
+arrays of its composed version in ``tinynlm.ops``; that composed version stays as the reference
+these kernels are tested against. Rows are spread over threads with ``numba.prange``; float32
+inputs keep float32 outputs while row statistics (max, sums, mean, variance) accumulate in
+float64.
+
+Outputs are allocated by :func:`_empty` and handed to the compiled kernels, so a test can poison
+them (fill with NaN) and catch any element a kernel fails to write. The kernels compile on first
+use and are cached on disk (Numba's ``cache=True``) for later processes.
+"""
+
+import math
+
+import numba
+import numpy as np
+
+from . import cpu_threads
+
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def _empty(shape, dtype):
+    """Every output array of this module comes from here (tests poison it)."""
+    return np.empty(shape, dtype)
+
+
+def _rows(x):
+    """``x`` as a C-contiguous (N, C) array over its last dim."""
+    return np.ascontiguousarray(x).reshape(-1, x.shape[-1])
+
+
+# ----------------------------------------------------------------------------- GELU
+
+
+# float64 uses libm's erf and exp, one element at a time. For float32, whose outputs need only
+# about 1e-6 relative accuracy, erf is Abramowitz & Stegun's 7.1.28 (|error| <= 3e-7, plain
+# arithmetic, so LLVM vectorises the loop) and the backward's exp comes from NumPy's SIMD exp:
+# about ten times faster than libm per element.
+_ERF_COEFFICIENTS = (0.0705230784, 0.0422820123, 0.0092705272, 0.0001520143, 0.0002765672,
+                     0.0000430638)
+
+
+@numba.njit(parallel=True, cache=True)
+def _gelu_forward_float64(x, y):
+    for i in numba.prange(x.size):
+        value = x[i]
+        y[i] = 0.5 * value * (1.0 + math.erf(value * _INV_SQRT2))
+
+
+@numba.njit(parallel=True, cache=True)
+def _gelu_backward_float64(x, dy, dx):
+    for i in numba.prange(x.size):
+        value = x[i]
+        cdf = 0.5 * (1.0 + math.erf(value * _INV_SQRT2))
+        pdf = math.exp(-0.5 * value * value) * _INV_SQRT_2PI
+        dx[i] = dy[i] * (cdf + value * pdf)
+
+
+@numba.njit(inline="always")
+def _normal_cdf_float32(value):
+    """Phi(value) = (1 + erf(value / sqrt 2)) / 2 in float32 arithmetic."""
+    a1, a2, a3, a4, a5, a6 = _ERF_COEFFICIENTS
+    z = abs(value) * np.float32(_INV_SQRT2)
+    poly = np.float32(1) + z * (np.float32(a1) + z * (np.float32(a2) + z * (
+        np.float32(a3) + z * (np.float32(a4) + z * (np.float32(a5) + z * np.float32(a6))))))
+    poly2 = poly * poly
+    poly4 = poly2 * poly2
+    poly8 = poly4 * poly4
+    erf_abs = np.float32(1) - np.float32(1) / (poly8 * poly8)   # 1 - poly^-16
+    erf = erf_abs if value >= 0 else -erf_abs
+    return np.float32(0.5) * (np.float32(1) + erf)
+
+
+@numba.njit(parallel=True, cache=True)
+def _gelu_forward_float32(x, y):
+    for i in numba.prange(x.size):
+        y[i] = x[i] * _normal_cdf_float32(x[i])
+
+
+@numba.njit(parallel=True, cache=True)
+def _half_negative_squares(x, out):
+    for i in numba.prange(x.size):
+        out[i] = np.float32(-0.5) * x[i] * x[i]
+
+
+@numba.njit(parallel=True, cache=True)
+def _gelu_backward_float32(x, dy, gaussian, dx):
+    """``gaussian`` holds exp(-x^2 / 2)."""
+    for i in numba.prange(x.size):
+        value = x[i]
+        pdf = gaussian[i] * np.float32(_INV_SQRT_2PI)
+        dx[i] = dy[i] * (_normal_cdf_float32(value) + value * pdf)
+
+
+@cpu_threads
+def gelu_forward(x):
+    """Exact GELU ``x * Phi(x)`` elementwise, any shape.
+
+    >>> round(float(gelu_forward(np.array([1.0]))[0]), 4)
+    0.8413
+    """
+    flat = np.ascontiguousarray(x).reshape(-1)
+    y = _empty(flat.shape, x.dtype)
+    if x.dtype == np.float32:
+        _gelu_forward_float32(flat, y)
+    else:
+        _gelu_forward_float64(flat, y)
+    return y.reshape(x.shape)
+
+
+@cpu_threads
+def gelu_backward(x, dy):
+    """The gradient of :func:`gelu_forward`: ``dy * (Phi(x) + x * phi(x))``.
+
+    >>> round(float(gelu_backward(np.array([0.0]), np.array([1.0]))[0]), 4)
+    0.5
+    """
+    flat = np.ascontiguousarray(x).reshape(-1)
+    dx = _empty(flat.shape, x.dtype)
+    dy = np.ascontiguousarray(dy, dtype=x.dtype).reshape(-1)
+    if x.dtype == np.float32:
+        gaussian = np.empty_like(flat)
+        _half_negative_squares(flat, gaussian)
+        np.exp(gaussian, out=gaussian)
+        _gelu_backward_float32(flat, dy, gaussian, dx)
+    else:
+        _gelu_backward_float64(flat, dy, dx)
+    return dx.reshape(x.shape)
+
+
+# ----------------------------------------------------------------------------- softmax
+
+
+@numba.njit(parallel=True, cache=True)
+def _softmax_forward(x, y, log):
+    rows, columns = x.shape
+    for row in numba.prange(rows):
+        row_max = -np.inf
+        for j in range(columns):
+            row_max = max(row_max, x[row, j])
+        if not np.isfinite(row_max):  # all -inf (or +inf/NaN present): no shift, as composed
+            row_max = 0.0
+        total = 0.0
+        for j in range(columns):
+            total += math.exp(x[row, j] - row_max)
+        if log:
+            log_total = math.log(total) + row_max
+            for j in range(columns):
+                y[row, j] = x[row, j] - log_total
+        else:
+            for j in range(columns):
+                y[row, j] = math.exp(x[row, j] - row_max) / total
+
+
+@numba.njit(parallel=True, cache=True)
+def _softmax_backward(y, dy, dx, log):
+    rows, columns = y.shape
+    for row in numba.prange(rows):
+        total = 0.0
+        if log:
+            for j in range(columns):
+                total += dy[row, j]
+            for j in range(columns):
+                dx[row, j] = dy[row, j] - math.exp(y[row, j]) * total
+        else:
+            for j in range(columns):
+                total += dy[row, j] * y[row, j]
+            for j in range(columns):
+                dx[row, j] = y[row, j] * (dy[row, j] - total)
+
+
+@cpu_threads
+def softmax_forward(x, log):
+    """Softmax (``log=False``) or log-softmax (``log=True``) over the last dim.
+
+    >>> softmax_forward(np.array([[0.0, 0.0]]), log=False).tolist()
+    [[0.5, 0.5]]
+    """
+    rows = _rows(x)                                                         # (N, C)
+    y = _empty(rows.shape, x.dtype)                                         # (N, C)
+    _softmax_forward(rows, y, log)
+    return y.reshape(x.shape)
+
+
+@cpu_threads
+def softmax_backward(y, dy, log):
+    """The input gradient of :func:`softmax_forward` from its output ``y`` and ``dy``.
+
+    >>> softmax_backward(np.array([[0.5, 0.5]]), np.array([[1.0, 0.0]]), log=False).tolist()
+    [[0.25, -0.25]]
+    """
+    rows = _rows(y)                                                         # (N, C)
+    dx = _empty(rows.shape, y.dtype)                                        # (N, C)
+    _softmax_backward(rows, _rows(dy.astype(y.dtype, copy=False)), dx, log)
+    return dx.reshape(y.shape)
+
+
+# ----------------------------------------------------------------------------- layer norm
+
+
+@numba.njit(parallel=True, cache=True)
+def _layer_norm_forward(x, weight, bias, has_weight, has_bias, eps, y, mean, rstd):
+    rows, columns = x.shape
+    for row in numba.prange(rows):
+        total = 0.0
+        for j in range(columns):
+            total += x[row, j]
+        row_mean = total / columns
+        squares = 0.0
+        for j in range(columns):
+            centered = x[row, j] - row_mean
+            squares += centered * centered
+        row_rstd = 1.0 / math.sqrt(squares / columns + eps)
+        mean[row], rstd[row] = row_mean, row_rstd
+        for j in range(columns):
+            value = (x[row, j] - row_mean) * row_rstd
+            if has_weight:
+                value *= weight[j]
+            if has_bias:
+                value += bias[j]
+            y[row, j] = value
+
+
+@numba.njit(parallel=True, cache=True)
+def _layer_norm_backward(dy, x, mean, rstd, weight, has_weight, dx, dweight_parts, dbias_parts):
+    rows, columns = x.shape
+    chunks = dweight_parts.shape[0]
+    for chunk in numba.prange(chunks):
+        for row in range(chunk * rows // chunks, (chunk + 1) * rows // chunks):
+            row_mean, row_rstd = mean[row], rstd[row]
+            # dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * weight
+            g_total, g_xhat_total = 0.0, 0.0
+            for j in range(columns):
+                xhat = (x[row, j] - row_mean) * row_rstd
+                g = dy[row, j] * weight[j] if has_weight else dy[row, j]
+                g_total += g
+                g_xhat_total += g * xhat
+                dweight_parts[chunk, j] += dy[row, j] * xhat
+                dbias_parts[chunk, j] += dy[row, j]
+            g_mean, g_xhat_mean = g_total / columns, g_xhat_total / columns
+            for j in range(columns):
+                xhat = (x[row, j] - row_mean) * row_rstd
+                g = dy[row, j] * weight[j] if has_weight else dy[row, j]
+                dx[row, j] = row_rstd * (g - g_mean - xhat * g_xhat_mean)
+
+
+@cpu_threads
+def layer_norm_forward(x, weight, bias, eps):
+    """Layer norm of each row of ``x`` (N, C): ``(x - mean) * rstd * weight + bias``, with
+    ``rstd = 1 / sqrt(biased variance + eps)``. ``weight`` and ``bias`` are (C,) or None.
+    Returns ``(y, mean, rstd)``, the statistics (N,) saved for the backward.
+
+    >>> y, mean, rstd = layer_norm_forward(np.array([[1.0, 3.0]]), None, None, 0.0)
+    >>> y.tolist(), mean.tolist(), rstd.tolist()
+    ([[-1.0, 1.0]], [2.0], [1.0])
+    """
+    x = np.ascontiguousarray(x)                                             # (N, C)
+    rows, columns = x.shape
+    y = _empty((rows, columns), x.dtype)                                    # (N, C)
+    mean, rstd = _empty(rows, x.dtype), _empty(rows, x.dtype)               # (N,), (N,)
+    unused = np.zeros(0, x.dtype)
+    _layer_norm_forward(x, unused if weight is None else np.ascontiguousarray(weight),
+                        unused if bias is None else np.ascontiguousarray(bias),
+                        weight is not None, bias is not None, eps, y, mean, rstd)
+    return y, mean, rstd
+
+
+@cpu_threads
+def layer_norm_backward(dy, x, mean, rstd, weight):
+    """Gradients ``(dx, dweight, dbias)`` of :func:`layer_norm_forward` from the output
+    gradient ``dy`` (N, C) and the saved statistics; ``dweight`` and ``dbias`` are None when
+    ``weight`` is None.
+
+    >>> x = np.array([[1.0, 3.0]])
+    >>> _, mean, rstd = layer_norm_forward(x, None, None, 0.0)
+    >>> dx, _, _ = layer_norm_backward(np.array([[1.0, 0.0]]), x, mean, rstd, None)
+    >>> dx.tolist()
+    [[0.0, 0.0]]
+    """
+    x = np.ascontiguousarray(x)                                             # (N, C)
+    rows, columns = x.shape
+    dx = _empty((rows, columns), x.dtype)                                   # (N, C)
+    chunks = max(1, min(numba.get_num_threads(), rows))
+    # Per-thread partial sums of dweight and dbias, added up once the rows are done.
+    dweight_parts = np.zeros((chunks, columns), np.float64)                 # (chunks, C)
+    dbias_parts = np.zeros((chunks, columns), np.float64)                   # (chunks, C)
+    _layer_norm_backward(np.ascontiguousarray(dy, dtype=x.dtype), x, mean, rstd,
+                         np.zeros(0, x.dtype) if weight is None else np.ascontiguousarray(weight),
+                         weight is not None, dx, dweight_parts, dbias_parts)
+    if weight is None:
+        return dx, None, None
+    return dx, dweight_parts.sum(0).astype(x.dtype), dbias_parts.sum(0).astype(x.dtype)
+
+
+# ----------------------------------------------------------------------------- cross-entropy
+
+
+@numba.njit(parallel=True, cache=True)
+def _cross_entropy_forward(logits, target, ignore_index, smoothing, loss, lse):
+    rows, classes = logits.shape
+    for row in numba.prange(rows):
+        row_max = -np.inf
+        total = 0.0
+        for j in range(classes):
+            row_max = max(row_max, logits[row, j])
+            total += logits[row, j]
+        shift = row_max if np.isfinite(row_max) else 0.0
+        exp_total = 0.0
+        for j in range(classes):
+            exp_total += math.exp(logits[row, j] - shift)
+        row_lse = math.log(exp_total) + shift
+        lse[row] = row_lse
+        label = target[row]
+        if label == ignore_index:
+            loss[row] = 0.0
+        else:
+            loss[row] = ((1.0 - smoothing) * (row_lse - logits[row, label])
+                         + smoothing * (row_lse - total / classes))
+
+
+@numba.njit(parallel=True, cache=True)
+def _cross_entropy_backward(logits, target, lse, grad_rows, ignore_index, smoothing, dlogits):
+    rows, classes = logits.shape
+    uniform = smoothing / classes
+    for row in numba.prange(rows):
+        label = target[row]
+        if label == ignore_index:
+            for j in range(classes):
+                dlogits[row, j] = 0.0
+            continue
+        g, row_lse = grad_rows[row], lse[row]
+        for j in range(classes):
+            dlogits[row, j] = g * (math.exp(logits[row, j] - row_lse) - uniform)
+        dlogits[row, label] -= g * (1.0 - smoothing)
+
+
+@cpu_threads
+def cross_entropy_forward(logits, target, ignore_index, label_smoothing):
+    """Per-row cross-entropy of ``logits`` (N, V) against class ids ``target`` (N,), as
+    PyTorch's with ``reduction="none"``: ``(1 - e)(lse - x_t) + e (lse - mean(x))`` for label
+    smoothing ``e``, 0 on rows whose target is ``ignore_index``. Returns ``(loss, lse)``, both
+    (N,); the row logsumexp is all the backward needs besides the logits. Targets must already
+    be checked to lie in ``[0, V)`` (or equal ``ignore_index``).
+
+    >>> loss, lse = cross_entropy_forward(np.zeros((1, 2)), np.array([1]), -100, 0.0)
+    >>> round(float(loss[0]), 4)
+    0.6931
+    """
+    logits = np.ascontiguousarray(logits)                                   # (N, V)
+    rows = logits.shape[0]
+    loss, lse = _empty(rows, logits.dtype), _empty(rows, logits.dtype)      # (N,), (N,)
+    _cross_entropy_forward(logits, np.ascontiguousarray(target, dtype=np.int64), ignore_index,
+                           label_smoothing, loss, lse)
+    return loss, lse
+
+
+@cpu_threads
+def cross_entropy_backward(logits, target, lse, grad_rows, ignore_index, label_smoothing):
+    """``dlogits`` (N, V) of :func:`cross_entropy_forward` given the gradient of each row's loss
+    ``grad_rows`` (N,): ``g * (softmax(x) - (1 - e) onehot(t) - e / V)``, 0 on ignored rows,
+    in one pass over the logits.
+
+    >>> logits = np.zeros((1, 2))
+    >>> _, lse = cross_entropy_forward(logits, np.array([1]), -100, 0.0)
+    >>> cross_entropy_backward(logits, np.array([1]), lse, np.ones(1), -100, 0.0).tolist()
+    [[0.5, -0.5]]
+    """
+    logits = np.ascontiguousarray(logits)                                   # (N, V)
+    dlogits = _empty(logits.shape, logits.dtype)                            # (N, V)
+    _cross_entropy_backward(logits, np.ascontiguousarray(target, dtype=np.int64), lse,
+                            np.ascontiguousarray(grad_rows, dtype=logits.dtype), ignore_index,
+                            label_smoothing, dlogits)
+    return dlogits
