@@ -3,6 +3,8 @@
 import doctest
 import json
 import math
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -65,3 +67,97 @@ def test_timing_helper_reports_positive_times_and_its_doctests_pass():
     assert 0 < result.minimum <= result.median and result.iqr >= 0
     failures, _ = doctest.testmod(timing)
     assert failures == 0
+
+
+# ----------------------------------------------------------------------------- attention
+
+
+def test_attention_quick_run_reports_every_implementation(tmp_path, capsys):
+    from benchmarks import attention
+
+    json_path = tmp_path / "attention.json"
+    report = attention.main(["--quick", "--lengths", "32", "--repeats", "2",
+                             "--json", str(json_path)])
+
+    assert [(row["T"], row["causal"], row["pass"]) for row in report["rows"]] == [
+        (32, False, "forward"), (32, False, "forward+backward"),
+        (32, True, "forward"), (32, True, "forward+backward")]
+    for row in report["rows"]:
+        results = row["results"]
+        assert {"fused", "composed"} <= set(results)
+        for name, result in results.items():
+            assert result["status"] == "ok", (name, result)
+            assert math.isfinite(result["median_s"]) and result["median_s"] > 0
+            assert result["iqr_s"] >= 0 and result["repeats"] == 2
+            if name != "composed":
+                assert result["matches_composed"], (name, result["max_abs_diff_vs_composed"])
+        for name in ("fused", "composed"):
+            assert results[name]["peak_extra_bytes"] > 0
+            assert ("flops_per_s" in results[name]) == (row["pass"] == "forward")
+        assert row["fused_over_composed"] == pytest.approx(
+            results["fused"]["median_s"] / results["composed"]["median_s"])
+    assert len(report["targets"]) == len(attention.TARGETS["cpu"])  # no T >= 1024: not measured
+    assert json.loads(json_path.read_text(encoding="utf-8")) == report
+    printed = capsys.readouterr().out
+    assert "fused/composed" in printed and "BLAS" in printed and "targets" in printed
+
+
+def test_attention_targets_are_judged_from_the_numbers():
+    from benchmarks import attention
+
+    def row(pass_name, fused_over_composed, fused_over_torch, memory_ratio):
+        return {"T": 4096, "causal": False, "pass": pass_name,
+                "fused_over_composed": fused_over_composed, "fused_over_torch": fused_over_torch,
+                "composed_memory_over_fused": memory_ratio,
+                "results": {"fused": {"status": "ok"}, "composed": {"status": "ok"}}}
+
+    lines = attention.evaluate_targets(
+        [row("forward+backward", 0.25, 2.0, 20.0), row("forward", 0.9, None, 5.0)], "cpu")
+    verdicts = [(line["target"].split(" ")[-1], line["case"].split(" ")[-1], line["passed"])
+                for line in lines]
+    assert verdicts == [
+        ("1024", "forward+backward", True),                                 # 4x faster
+        ("4096", "forward+backward", False), ("4096", "forward", None),     # 2x torch; no torch
+        ("4096", "forward+backward", True), ("4096", "forward", False),     # 20x, 5x less memory
+    ]
+
+
+@pytest.mark.skipif(tn.cuda.is_available(), reason="checks the message shown without a GPU")
+def test_attention_on_cuda_without_gpu_exits_with_a_clear_message():
+    from benchmarks import attention
+
+    with pytest.raises(SystemExit, match="no CUDA GPU is usable"):
+        attention.main(["--quick", "--device", "cuda"])
+
+
+# ----------------------------------------------------------------------------- gpu_check
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_gpu_check_script_is_valid_bash():
+    result = subprocess.run(["bash", "-n", str(REPO_ROOT / "benchmarks" / "gpu_check.sh")],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+
+
+def test_gpu_check_summary_reads_the_results(tmp_path):
+    from benchmarks import gpu_check
+
+    assert {case.name for case in gpu_check.TRAINING_CASES} == {"gpt-small", "lstm",
+                                                                "gpt-512x6"}
+    stages = [{"stage": "gpu-tests", "exit_code": 124, "seconds": 101, "limit_s": 100,
+               "log": "gpu-tests.log", "reason": ""},
+              {"stage": "training", "exit_code": 0, "seconds": 40, "limit_s": 90,
+               "log": "training.log", "reason": ""}]
+    (tmp_path / "stages.jsonl").write_text("".join(json.dumps(stage) + "\n" for stage in stages))
+    step = {"model": "gpt-small", "fused": True, "batch": 16, "seq_len": 128, "status": "ok",
+            "tokens_per_s": 1000.0, "peak_extra_bytes": None}
+    rows = [{**step, "device": "cuda", "step_ms": 50.0, "peak_extra_bytes": 2**30},
+            {**step, "device": "cpu", "step_ms": 100.0}]
+    (tmp_path / "training.json").write_text(json.dumps({"rows": rows}))
+
+    summary = gpu_check.summarize(str(tmp_path))
+
+    assert "TIMED OUT after 100 s" in summary
+    cuda_line = next(line for line in summary.splitlines() if line.startswith("gpt-small  cuda"))
+    assert "2.0x" in cuda_line and "1024" in cuda_line

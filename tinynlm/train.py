@@ -32,7 +32,7 @@ class TrainConfig:
     data: str | None = None          # a UTF-8 text file; None: Python's documentation topics
     tokenizer: str = "char"          # "char" or "byte"
     device: str = "cpu"
-    steps: int = 800
+    steps: int = 700
     batch_size: int = 32
     block_size: int = 64
     n_layer: int = 4
@@ -45,7 +45,7 @@ class TrainConfig:
     warmup_steps: int = 50
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    eval_interval: int = 200
+    eval_interval: int = 350
     eval_batches: int = 20
     seed: int = 1337
     out: str = "out"
@@ -57,8 +57,9 @@ class TrainConfig:
 PRESETS = {
     # tiny: the README's main job; about three minutes on two CPU cores. Short windows and a
     # high learning rate: the loss falls fastest per second of CPU at this size.
-    "tiny": dict(model="gpt", steps=800, batch_size=32, block_size=64, n_layer=4, n_head=4,
-                 n_embd=128, learning_rate=6e-3, min_learning_rate=6e-4, warmup_steps=50),
+    "tiny": dict(model="gpt", steps=700, batch_size=32, block_size=64, n_layer=4, n_head=4,
+                 n_embd=128, learning_rate=6e-3, min_learning_rate=6e-4, warmup_steps=50,
+                 eval_interval=350),
     # small: a longer run for a better model.
     "small": dict(model="gpt", steps=5000, batch_size=32, block_size=256, n_layer=6, n_head=6,
                   n_embd=192, dropout=0.1, learning_rate=1e-3, min_learning_rate=1e-4,

@@ -50,7 +50,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         # Multiplying by 1 when nothing needs clipping avoids a device-to-host sync.
         scale = (float(max_norm) / (total_norm + 1e-6)).clamp(max=1.0)
         for grad in grads:
-            grad.copy_(grad * scale.to(grad.device))
+            grad.mul_(scale.to(grad.device))
     return total_norm
 
 
