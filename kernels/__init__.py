@@ -39,3 +39,13 @@ def cpu_threads(function):
             numba.set_num_threads(previous)
 
     return wrapper
+
+
+def cpu_kernel(function):
+    """``numba.njit`` with the on-disk cache, compiled for parallel threads (``prange``) only
+    when the kernels get more than one thread: the parallel compile takes several times as
+    long, and on two cores the kernels run on one. NumPy's error model (a division by zero
+    gives inf or NaN instead of raising) lets LLVM vectorise the loops."""
+    import numba
+
+    return numba.njit(parallel=CPU_THREADS > 1, cache=True, error_model="numpy")(function)

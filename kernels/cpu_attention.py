@@ -42,7 +42,7 @@ import threading
 import numba
 import numpy as np
 
-from . import cpu_threads
+from . import cpu_kernel, cpu_threads
 
 # 128 x 128 tiles were the fastest of 32..256 measured on one thread (float32, E = 64 and 128, L = S
 # = 256 and 1024): 64 x 64 took 7-25% longer, 32 x 32 40-50% longer (OpenBLAS is slow on small
@@ -208,13 +208,13 @@ def attention_backward(q, k, v, out, lse, dout, scale, causal, mask=None, bias=N
     return dq, dk, dv
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _broadcast_index(index, size):
     """The index into an axis that may have been cut to length 1 from a broadcast."""
     return index if size > 1 else 0
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _block_index(item, n_blocks):
     """The block of its problem that parallel work item ``item`` takes: 0, last, 1, last - 1, ...
 
@@ -225,7 +225,7 @@ def _block_index(item, n_blocks):
     return position // 2 if position % 2 == 0 else n_blocks - 1 - position // 2
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _scale_rows(rows, scale, scaled):
     """``scaled[...] = scale * rows`` for two arrays of the same 2-D shape."""
     for i in range(rows.shape[0]):
@@ -233,7 +233,7 @@ def _scale_rows(rows, scale, scaled):
             scaled[i, j] = scale * rows[i, j]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _add_into(total, addend):
     """``total += addend`` for two arrays of the same 2-D shape."""
     for i in range(total.shape[0]):
@@ -241,7 +241,7 @@ def _add_into(total, addend):
             total[i, j] += addend[i, j]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _copy_into(target, source):
     """``target[...] = source`` for two arrays of the same 2-D shape."""
     for i in range(target.shape[0]):
@@ -249,7 +249,7 @@ def _copy_into(target, source):
             target[i, j] = source[i, j]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _mask_scores(scores, n, first_row, first_key, causal, mask, has_mask, bias, has_bias):
     """Add the bias to a tile of scaled scores and set the keys a query does not see to -inf.
 
@@ -276,7 +276,7 @@ def _mask_scores(scores, n, first_row, first_key, causal, mask, has_mask, bias, 
                     scores[r, c] = -np.inf
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _online_softmax_step(scores, row_max, row_sum, out_acc):
     """Fold a tile of scores into the running row maxima and sums of a query block.
 
@@ -308,7 +308,7 @@ def _online_softmax_step(scores, row_max, row_sum, out_acc):
                 out_acc[r, e] *= correction
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _forward_query_block(q, k, v, scale, causal, mask, has_mask, bias, has_bias,
                          n, first_row, n_rows, key_block, out, lse):
     """Fill ``out`` and ``lse`` for the ``n_rows`` queries from ``first_row`` of problem ``n``."""
@@ -342,7 +342,7 @@ def _forward_query_block(q, k, v, scale, causal, mask, has_mask, bias, has_bias,
                 out[n, first_row + r, e] = 0
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _backward_key_block(q, k, v, lse, dout, out_dot_dout, scale, causal, mask, has_mask, bias,
                         has_bias, n, first_key, n_cols, query_block, dq_acc, dk, dv):
     """Fill ``dk`` and ``dv`` for the ``n_cols`` keys from ``first_key`` of problem ``n``.
@@ -395,7 +395,7 @@ def _backward_key_block(q, k, v, lse, dout, out_dot_dout, scale, causal, mask, h
     _copy_into(dv[n, first_key:first_key + n_cols], dv_acc)
 
 
-@numba.njit(parallel=True, cache=True)
+@cpu_kernel
 def _forward_kernel(q, k, v, scale, causal, mask, has_mask, bias, has_bias,
                     query_block, key_block, out, lse):
     """Fill ``out`` (N, L, Ev) and ``lse`` (N, L); one parallel work item per query block."""
@@ -408,7 +408,7 @@ def _forward_kernel(q, k, v, scale, causal, mask, has_mask, bias, has_bias,
                              min(query_block, q_len - first_row), key_block, out, lse)
 
 
-@numba.njit(parallel=True, cache=True)
+@cpu_kernel
 def _backward_kernel(q, k, v, lse, dout, out_dot_dout, scale, causal, mask, has_mask, bias,
                      has_bias, query_block, key_block, dq_per_thread, dk, dv):
     """Fill ``dk`` and ``dv`` and add ``dS @ k`` into ``dq_per_thread[thread]`` (threads, N, L, E);

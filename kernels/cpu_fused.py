@@ -17,7 +17,7 @@ import math
 import numba
 import numpy as np
 
-from . import cpu_threads
+from . import cpu_kernel, cpu_threads
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -44,14 +44,14 @@ _ERF_COEFFICIENTS = (0.0705230784, 0.0422820123, 0.0092705272, 0.0001520143, 0.0
                      0.0000430638)
 
 
-@numba.njit(parallel=True, cache=True)
+@cpu_kernel
 def _gelu_forward_float64(x, y):
     for i in numba.prange(x.size):
         value = x[i]
         y[i] = 0.5 * value * (1.0 + math.erf(value * _INV_SQRT2))
 
 
-@numba.njit(parallel=True, cache=True)
+@cpu_kernel
 def _gelu_backward_float64(x, dy, dx):
     for i in numba.prange(x.size):
         value = x[i]
@@ -60,7 +60,7 @@ def _gelu_backward_float64(x, dy, dx):
         dx[i] = dy[i] * (cdf + value * pdf)
 
 
-@numba.njit(inline="always")
+@numba.njit(inline="always", error_model="numpy")
 def _normal_cdf_float32(value):
     """Phi(value) = (1 + erf(value / sqrt 2)) / 2 in float32 arithmetic."""
     a1, a2, a3, a4, a5, a6 = _ERF_COEFFICIENTS
@@ -75,19 +75,19 @@ def _normal_cdf_float32(value):
     return np.float32(0.5) * (np.float32(1) + erf)
 
 
-@numba.njit(parallel=True, cache=True)
+@cpu_kernel
 def _gelu_forward_float32(x, y):
     for i in numba.prange(x.size):
         y[i] = x[i] * _normal_cdf_float32(x[i])
 
 
-@numba.njit(parallel=True, cache=True)
+@cpu_kernel
 def _half_negative_squares(x, out):
     for i in numba.prange(x.size):
         out[i] = np.float32(-0.5) * x[i] * x[i]
 
 
-@numba.njit(parallel=True, cache=True)
+@cpu_kernel
 def _gelu_backward_float32(x, dy, gaussian, dx):
     """``gaussian`` holds exp(-x^2 / 2)."""
     for i in numba.prange(x.size):
@@ -135,7 +135,7 @@ def gelu_backward(x, dy):
 # ----------------------------------------------------------------------------- softmax
 
 
-@numba.njit(parallel=True, cache=True)
+@cpu_kernel
 def _softmax_forward(x, y, log):
     rows, columns = x.shape
     for row in numba.prange(rows):
@@ -156,7 +156,7 @@ def _softmax_forward(x, y, log):
                 y[row, j] = math.exp(x[row, j] - row_max) / total
 
 
-@numba.njit(parallel=True, cache=True)
+@cpu_kernel
 def _softmax_backward(y, dy, dx, log):
     rows, columns = y.shape
     for row in numba.prange(rows):
@@ -202,7 +202,7 @@ def softmax_backward(y, dy, log):
 # ----------------------------------------------------------------------------- layer norm
 
 
-@numba.njit(parallel=True, cache=True)
+@cpu_kernel
 def _layer_norm_forward(x, weight, bias, has_weight, has_bias, eps, y, mean, rstd):
     rows, columns = x.shape
     for row in numba.prange(rows):
@@ -225,7 +225,7 @@ def _layer_norm_forward(x, weight, bias, has_weight, has_bias, eps, y, mean, rst
             y[row, j] = value
 
 
-@numba.njit(parallel=True, cache=True)
+@cpu_kernel
 def _layer_norm_backward(dy, x, mean, rstd, weight, has_weight, dx, dweight_parts, dbias_parts):
     rows, columns = x.shape
     chunks = dweight_parts.shape[0]
@@ -299,7 +299,7 @@ def layer_norm_backward(dy, x, mean, rstd, weight):
 # ----------------------------------------------------------------------------- cross-entropy
 
 
-@numba.njit(parallel=True, cache=True)
+@cpu_kernel
 def _cross_entropy_forward(logits, target, ignore_index, smoothing, loss, lse):
     rows, classes = logits.shape
     for row in numba.prange(rows):
@@ -322,7 +322,7 @@ def _cross_entropy_forward(logits, target, ignore_index, smoothing, loss, lse):
                          + smoothing * (row_lse - total / classes))
 
 
-@numba.njit(parallel=True, cache=True)
+@cpu_kernel
 def _cross_entropy_backward(logits, target, lse, grad_rows, ignore_index, smoothing, dlogits):
     rows, classes = logits.shape
     uniform = smoothing / classes
