@@ -128,3 +128,34 @@ def test_loss_curve_plot(tmp_path, capsys):
                      "--no-progress", "--sample-tokens", "0", "--plot", str(plot)]) == 0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "loss curve" in capsys.readouterr().out
+
+
+def test_a_crash_while_saving_a_checkpoint_leaves_the_previous_one_loadable(tmp_path,
+                                                                           monkeypatch):
+    config = _config(tmp_path, steps=10)
+    train(config, progress=False, log=lambda message: None)
+    before = (tmp_path / "out" / "checkpoint.safetensors").read_bytes()
+
+    def crash(*args):
+        raise OSError("simulated crash at the rename")
+
+    monkeypatch.setattr("os.replace", crash)  # every atomic write renames its temporary file
+    with pytest.raises(OSError, match="simulated crash"):
+        train(_config(tmp_path, steps=20), resume=True, progress=False,
+              log=lambda message: None)
+    monkeypatch.undo()
+    assert (tmp_path / "out" / "checkpoint.safetensors").read_bytes() == before
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [
+        "checkpoint.safetensors", "config.json"]  # no temporary file left behind
+    model, _, _, checkpoint, _ = load_checkpoint(str(tmp_path / "out"))
+    assert int(checkpoint["step"]) == 10
+
+
+def test_a_corrupt_checkpoint_gives_a_clear_error(tmp_path, capsys):
+    config = _config(tmp_path, steps=10)
+    train(config, progress=False, log=lambda message: None)
+    checkpoint = tmp_path / "out" / "checkpoint.safetensors"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])  # truncated, as by a full disk
+    assert cli.main(["eval", "--checkpoint", str(tmp_path / "out")]) == 1
+    error = capsys.readouterr().err
+    assert "checkpoint.safetensors" in error and "truncated" in error
