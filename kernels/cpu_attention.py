@@ -277,7 +277,42 @@ def _mask_scores(scores, n, first_row, first_key, causal, mask, has_mask, bias, 
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _online_softmax_step(scores, row_max, row_sum, out_acc):
+def _exp_shifted(row, shift, bits):
+    """``row[i] = exp(row[i] - shift)`` in place (0 for -inf); returns the row's new sum.
+
+    float32 rows take a path LLVM vectorises: ``2^k`` built from its exponent bits in ``bits``
+    (an int32 scratch as long as the row) times a degree-6 polynomial for ``exp`` of the
+    remainder (|r| <= ln 2 / 2, Cody-Waite reduction), about 2e-7 relative error. float64 rows
+    call libm's exp.
+    """
+    n = row.size
+    total = 0.0
+    if row.itemsize != 4:
+        for i in range(n):
+            value = math.exp(row[i] - shift) if row[i] != -np.inf else 0.0
+            row[i] = value
+            total += value
+        return total
+    powers = bits[:n].view(np.float32)
+    for i in range(n):
+        x = np.float32(row[i] - shift)
+        clipped = max(x, np.float32(-87.0))
+        k = np.floor(clipped * np.float32(1.4426950408889634) + np.float32(0.5))
+        r = (clipped - k * np.float32(0.693359375)) + k * np.float32(2.12194440e-4)
+        # 2^k as float32 bits; 0.0 where exp underflows (and for the -inf of masked keys)
+        bits[i] = (np.int32(k) + np.int32(127)) << 23 if not x < np.float32(-87.0) else 0
+        row[i] = np.float32(1) + r * (np.float32(1) + r * (np.float32(0.5) + r * (
+            np.float32(1 / 6) + r * (np.float32(1 / 24) + r * (np.float32(1 / 120)
+                                                              + r * np.float32(1 / 720))))))
+    for i in range(n):
+        row[i] = row[i] * powers[i]
+    for i in range(n):
+        total += row[i]
+    return total
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _online_softmax_step(scores, row_max, row_sum, out_acc, bits):
     """Fold a tile of scores into the running row maxima and sums of a query block.
 
     Turns ``scores`` (rows, keys) into ``exp(scores - new row max)`` in place and rescales the
@@ -295,12 +330,7 @@ def _online_softmax_step(scores, row_max, row_sum, out_acc):
             continue
         correction = math.exp(row_max[r] - new_max)
         total = row_sum[r] * correction
-        for c in range(n_cols):
-            score = scores[r, c]
-            # exp(-inf) = 0 without the call: masked keys (half of them under causality)
-            prob = math.exp(score - new_max) if score != -np.inf else 0.0
-            scores[r, c] = prob
-            total += prob
+        total += _exp_shifted(scores[r], new_max, bits)
         row_sum[r] = total
         row_max[r] = new_max
         if correction != 1:
@@ -316,6 +346,7 @@ def _forward_query_block(q, k, v, scale, causal, mask, has_mask, bias, has_bias,
     scaled_queries = np.empty((n_rows, head_dim), q.dtype)  # (rows, E)
     _scale_rows(q[n, first_row:first_row + n_rows], scale, scaled_queries)
     scores_buffer = np.empty(n_rows * key_block, q.dtype)  # room for a (rows, keys) tile
+    bits = np.empty(key_block, np.int32)  # scratch of _exp_shifted
     tile_values = np.empty((n_rows, value_dim), q.dtype)  # (rows, Ev)
     out_acc = np.zeros((n_rows, value_dim), q.dtype)  # (rows, Ev), unnormalised
     row_max = np.empty(n_rows, q.dtype)  # (rows,)
@@ -328,7 +359,7 @@ def _forward_query_block(q, k, v, scale, causal, mask, has_mask, bias, has_bias,
         scores = scores_buffer[:n_rows * n_cols].reshape((n_rows, n_cols))  # (rows, keys)
         np.dot(scaled_queries, k[n, first_key:first_key + n_cols].T, scores)
         _mask_scores(scores, n, first_row, first_key, causal, mask, has_mask, bias, has_bias)
-        _online_softmax_step(scores, row_max, row_sum, out_acc)
+        _online_softmax_step(scores, row_max, row_sum, out_acc, bits)
         np.dot(scores, v[n, first_key:first_key + n_cols], tile_values)
         _add_into(out_acc, tile_values)
     for r in range(n_rows):
@@ -360,6 +391,7 @@ def _backward_key_block(q, k, v, lse, dout, out_dot_dout, scale, causal, mask, h
     dq_buffer = np.empty(query_block * head_dim, q.dtype)  # room for (rows, E)
     probs_buffer = np.empty(query_block * n_cols, q.dtype)  # room for (rows, keys)
     dscores_buffer = np.empty(query_block * n_cols, q.dtype)  # room for (rows, keys)
+    bits = np.empty(n_cols, np.int32)  # scratch of _exp_shifted
     # Under causality the query blocks that end before first_key see none of these keys.
     first_block_row = (first_key // query_block) * query_block if causal else 0
     for first_row in range(first_block_row, q_len, query_block):
@@ -375,9 +407,7 @@ def _backward_key_block(q, k, v, lse, dout, out_dot_dout, scale, causal, mask, h
             row_lse = lse[n, first_row + r]
             if row_lse == -np.inf:  # the row sees no key: exp(score - inf) = 0
                 row_lse = np.inf
-            for c in range(n_cols):
-                score = probs[r, c]
-                probs[r, c] = math.exp(score - row_lse) if score != -np.inf else 0.0
+            _exp_shifted(probs[r], row_lse, bits)
         dscores = dscores_buffer[:n_rows * n_cols].reshape((n_rows, n_cols))  # (rows, keys)
         np.dot(dout_rows, values.T, dscores)  # dP = dout @ v.T
         for r in range(n_rows):
