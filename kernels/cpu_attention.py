@@ -282,8 +282,8 @@ def _exp_shifted(row, shift, bits):
 
     float32 rows take a path LLVM vectorises: ``2^k`` built from its exponent bits in ``bits``
     (an int32 scratch as long as the row) times a degree-6 polynomial for ``exp`` of the
-    remainder (|r| <= ln 2 / 2, Cody-Waite reduction), about 2e-7 relative error. float64 rows
-    call libm's exp.
+    remainder (|r| <= ln 2 / 2, Cody-Waite reduction): relative error under 4e-6, absolute
+    error under 1e-9 for these shifted scores (all <= 0). float64 rows call libm's exp.
     """
     n = row.size
     total = 0.0
