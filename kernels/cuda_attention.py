@@ -50,6 +50,11 @@ import math
 import numpy as np
 from numba import cuda, from_dtype
 
+# _empty is looked up in this module at each call, so tests can poison it here.
+from .cuda_launch import empty_like_device as _empty
+from .cuda_launch import kernel_argument as _device
+from .cuda_launch import launch_stream as _stream
+
 THREADS = 128                   # threads per block
 MAX_BLOCK = 32                  # largest query/key tile tried (rows)
 SHARED_MEMORY_LIMIT = 48 * 1024  # bytes of static shared memory per block
@@ -127,35 +132,6 @@ def _check(q, k, v, mask, bias):
     for name, a in (("mask", mask), ("bias", bias)):
         if a is not None and a.shape != scores:
             raise ValueError(f"attention: {name} has shape {a.shape}, expected {scores}")
-
-
-def _empty(shape, dtype, like):
-    """An uninitialized output array on ``like``'s device (CuPy for CuPy arrays, else NumPy)."""
-    if isinstance(like, np.ndarray):
-        return np.empty(shape, dtype)
-    import cupy
-
-    return cupy.empty(shape, dtype)
-
-
-def _stream(like):
-    """The stream to launch on: CuPy's current stream for CuPy arrays, else the default (0)."""
-    if isinstance(like, np.ndarray):
-        return 0
-    import cupy
-
-    pointer = cupy.cuda.get_current_stream().ptr
-    return cuda.external_stream(pointer) if pointer else 0
-
-
-def _device(a):
-    """A kernel argument for array ``a``: for a CuPy array, a Numba view of it (without the stream
-    synchronization Numba would otherwise do: the launch is on the same stream). NumPy arrays,
-    which Numba copies to the device and back, go as they are, except read-only ones (broadcast
-    views), which are marked as inputs so that nothing is copied back into them."""
-    if isinstance(a, np.ndarray):
-        return a if a.flags.writeable else cuda.In(a)
-    return cuda.as_cuda_array(a, sync=False)
 
 
 def _arguments(qkv, mask, bias, part):

@@ -30,6 +30,11 @@ from types import SimpleNamespace
 import numpy as np
 from numba import cuda, from_dtype
 
+# _empty is looked up in this module at each call, so tests can poison it here.
+from .cuda_launch import empty_like_device as _empty
+from .cuda_launch import kernel_argument as _device
+from .cuda_launch import launch_stream as _stream
+
 THREADS = 256        # threads per block; a power of two (the reductions halve it)
 MAX_BLOCKS = 8192    # most blocks of an elementwise launch (a grid-stride loop does the rest)
 PARTITIONS = 256     # most row partitions of the layer-norm weight-gradient partial sums
@@ -146,35 +151,6 @@ def cross_entropy_backward(logits, target, lse, grad_rows, ignore_index, label_s
             _device(logits), _device(target), _device(lse), _device(grad_rows),
             np.int64(ignore_index), logits.dtype.type(label_smoothing), _device(dlogits))
     return dlogits
-
-
-def _empty(shape, dtype, like):
-    """An uninitialized output array on ``like``'s device (CuPy for CuPy arrays, else NumPy)."""
-    if isinstance(like, np.ndarray):
-        return np.empty(shape, dtype)
-    import cupy
-
-    return cupy.empty(shape, dtype)
-
-
-def _stream(like):
-    """The stream to launch on: CuPy's current stream for CuPy arrays, else the default (0)."""
-    if isinstance(like, np.ndarray):
-        return 0
-    import cupy
-
-    pointer = cupy.cuda.get_current_stream().ptr
-    return cuda.external_stream(pointer) if pointer else 0
-
-
-def _device(a):
-    """A kernel argument for array ``a``: for a CuPy array, a Numba view of it (without the stream
-    synchronization Numba would otherwise do: the launch is on the same stream). NumPy arrays,
-    which Numba copies to the device and back, go as they are, except read-only ones (broadcast
-    views), which are marked as inputs so that nothing is copied back into them."""
-    if isinstance(a, np.ndarray):
-        return a if a.flags.writeable else cuda.In(a)
-    return cuda.as_cuda_array(a, sync=False)
 
 
 def _flat_grid(size):
