@@ -13,3 +13,7 @@ arithmetic by hand::
 All scripts time through :mod:`benchmarks.timing`. Benchmarks never assert on speed; the test
 ``tests/test_benchmarks.py`` only checks that they run and report well-formed numbers.
 """
+
+# tinynlm before anything imports NumPy: it sets the default of OpenBLAS's idle-thread spin,
+# which OpenBLAS reads when NumPy loads it (see tinynlm/__init__.py).
+import tinynlm  # noqa: E402,F401

@@ -24,6 +24,20 @@ def _default_cpu_threads():
 CPU_THREADS = _default_cpu_threads()
 
 
+def _cpu_cores():
+    configured = os.environ.get("TINYNLM_KERNEL_THREADS")
+    if configured:
+        return max(1, int(configured))
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+# The cores this process may run on; the attention kernels share long sequences among them
+# with Python threads (their compiled code releases the GIL).
+CPU_CORES = _cpu_cores()
+
+
 def cpu_threads(function):
     """Run ``function`` (a CPU kernel's wrapper) with ``CPU_THREADS`` Numba threads, then
     restore the caller's setting."""
@@ -39,6 +53,23 @@ def cpu_threads(function):
             numba.set_num_threads(previous)
 
     return wrapper
+
+
+def enabled(on: bool = True):
+    """Switch the fused kernels on or off; also a context manager that restores the setting.
+    The same switch as ``tinynlm.use_fused_kernels``; ``TINYNLM_FUSED_KERNELS=0`` in the
+    environment starts with them off.
+
+    >>> import tinynlm as tn
+    >>> with tn.kernels.enabled(False):
+    ...     tn.fused_kernels_enabled()
+    False
+    >>> tn.fused_kernels_enabled()
+    True
+    """
+    from tinynlm.dispatch import use_fused_kernels
+
+    return use_fused_kernels(on)
 
 
 def cpu_kernel(function):

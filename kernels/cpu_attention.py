@@ -6,7 +6,7 @@ mask, or a ``-inf`` bias); ``out = softmax(scores) @ v`` row by row and ``lse`` 
 logsumexp of the scores. The (L, S) score matrix is never formed:
 
 Forward. The queries are cut into blocks of ``QUERY_BLOCK`` rows; each (problem, query block) is
-one parallel work item (``numba.prange``). It streams over blocks of ``KEY_BLOCK`` keys and values:
+one work item. It streams over blocks of ``KEY_BLOCK`` keys and values:
 a BLAS product gives a tile of scores, the tile is masked and biased, and an online softmax keeps
 a running row maximum ``m`` and row sum ``l``. When a tile raises ``m``, the sum and the output
 accumulated so far are rescaled by ``exp(m_old - m_new)``; the tile's ``exp(scores - m_new)``
@@ -14,12 +14,16 @@ times the value block (a second BLAS product) is added to the output, which is d
 once at the end. ``lse = m + log(l)`` is all the backward needs. Under causality a query block
 stops at the key of its last row, skipping the tiles it cannot see (half the work).
 
-Backward. Each (problem, key block) is one parallel work item: it owns those rows of ``dk`` and
+Backward. Each (problem, key block) is one work item: it owns those rows of ``dk`` and
 ``dv`` and walks over the query blocks that can see its keys, recomputing the probabilities
 ``P = exp(scores - lse)`` from ``q``, ``k`` and ``lse``. With ``D = rowsum(dout * out)``:
 ``dv += P.T @ dout``, ``dS = P * (dout @ v.T - D)``, ``dk += scale * dS.T @ q`` and
 ``dq += scale * dS @ k``. Every key block adds into all rows of ``dq``, so each thread adds into
 its own copy and the copies are summed at the end (race-free; ``threads * N * L * E`` extra).
+
+Threads. A long call's work items are cut into chunks of consecutive items, which the calling
+thread and a small pool take one at a time until none is left (``_run_in_threads``), up to one
+thread per core; the compiled kernels release the GIL. Short calls run on the calling thread.
 
 A query that sees no key gets ``out = 0``, ``lse = -inf`` and zero gradients. Work items hold at
 most a few ``QUERY_BLOCK x KEY_BLOCK`` tiles, so the extra memory grows with the lengths, not with
@@ -33,6 +37,7 @@ dummy and a flag, and all inputs are passed as read-only views, so each kernel i
 per dtype, on its first call (several seconds), and cached on disk for later processes.
 """
 
+import concurrent.futures
 import contextlib
 import ctypes
 import functools
@@ -42,7 +47,7 @@ import threading
 import numba
 import numpy as np
 
-from . import cpu_kernel, cpu_threads
+from . import CPU_CORES
 
 # 128 x 128 tiles were the fastest of 32..256 measured on one thread (float32, E = 64 and 128, L = S
 # = 256 and 1024): 64 x 64 took 7-25% longer, 32 x 32 40-50% longer (OpenBLAS is slow on small
@@ -99,6 +104,59 @@ def _single_threaded_blas():
             set_threads(previous)
 
 
+# A chunk of a call should be worth more than handing it to a thread (tens of microseconds): at
+# least this many multiply-adds in the score products (about 0.1 ms on one core).
+MIN_WORK_PER_CHUNK = 2**22
+# Chunks per thread: enough that a thread slowed by other work on its core (see
+# _run_in_threads) leaves little for the others to wait on.
+CHUNKS_PER_THREAD = 8
+_POOL = None
+
+
+def _chunk_count(q_shape, k_shape, v_shape):
+    """How many chunks to cut a call's work items into: one for small calls (run on the calling
+    thread), up to ``CHUNKS_PER_THREAD`` per core for long sequences."""
+    batch, q_len, head_dim = q_shape
+    work = batch * q_len * k_shape[1] * (head_dim + v_shape[2])
+    return max(1, min(CPU_CORES * CHUNKS_PER_THREAD, work // MIN_WORK_PER_CHUNK))
+
+
+def _run_in_threads(run_items, n_items, n_chunks):
+    """Run work items ``0 .. n_items - 1`` as ``n_chunks`` runs of consecutive items, calling
+    ``run_items(thread, first_item, stop_item)`` on up to ``CPU_CORES`` threads (the calling
+    thread and a pool), each taking the next chunk when it is done with one; OpenBLAS runs on one
+    thread meanwhile. Returns when all are done.
+
+    The compiled kernels release the GIL, so the threads run in parallel. Python threads rather
+    than Numba's ``prange``: Numba's workers spin between parallel regions and fought OpenBLAS's
+    for the cores, and compiling for them took several times as long. Taking chunks as they come
+    (rather than a fixed share each) keeps the other threads busy when one is slowed, e.g. by
+    NumPy's OpenBLAS threads, which spin for a while after each matrix product (see the README).
+    """
+    global _POOL
+    n_chunks = max(1, min(n_chunks, n_items))
+    bounds = [n_items * chunk // n_chunks for chunk in range(n_chunks + 1)]
+    chunks = iter(range(n_chunks))  # next() on it is atomic under the GIL
+
+    def run_chunks(thread):
+        for chunk in chunks:
+            run_items(thread, bounds[chunk], bounds[chunk + 1])
+
+    n_threads = min(CPU_CORES, n_chunks)
+    with _single_threaded_blas():
+        if n_threads == 1:
+            run_chunks(0)
+            return
+        if _POOL is None:
+            _POOL = concurrent.futures.ThreadPoolExecutor(CPU_CORES - 1, "tinynlm-attention")
+        others = [_POOL.submit(run_chunks, thread) for thread in range(1, n_threads)]
+        try:
+            run_chunks(0)
+        finally:
+            for share in others:
+                share.result()
+
+
 def _empty(shape, dtype):
     """Allocate an output array (tests replace this to poison outputs with NaN)."""
     return np.empty(shape, dtype)
@@ -140,7 +198,6 @@ def _prepared(q, k, v, mask, bias):
             *_compact(bias, scores_shape, q.dtype, "bias"))
 
 
-@cpu_threads
 def attention_forward(q, k, v, scale, causal, mask=None, bias=None):
     """Attention output and row logsumexp: ``softmax(scale * q @ k.T + bias) @ v``.
 
@@ -164,13 +221,17 @@ def attention_forward(q, k, v, scale, causal, mask=None, bias=None):
     value_dim = v.shape[2]
     out = _empty((batch, q_len, value_dim), q.dtype)  # (N, L, Ev)
     lse = _empty((batch, q_len), q.dtype)  # (N, L)
-    with _single_threaded_blas():
-        _forward_kernel(q, k, v, q.dtype.type(scale), bool(causal), mask, has_mask, bias,
-                        has_bias, QUERY_BLOCK, KEY_BLOCK, out, lse)
+    scale = q.dtype.type(scale)
+
+    def run_items(thread, first_item, stop_item):
+        _forward_kernel(q, k, v, scale, bool(causal), mask, has_mask, bias, has_bias,
+                        QUERY_BLOCK, KEY_BLOCK, first_item, stop_item, out, lse)
+
+    _run_in_threads(run_items, batch * -(-q_len // QUERY_BLOCK),
+                    _chunk_count(q.shape, k.shape, v.shape))
     return out, lse
 
 
-@cpu_threads
 def attention_backward(q, k, v, out, lse, dout, scale, causal, mask=None, bias=None):
     """Gradients ``(dq, dk, dv)`` of the attention output, from the forward's ``out`` and ``lse``.
 
@@ -194,14 +255,21 @@ def attention_backward(q, k, v, out, lse, dout, scale, causal, mask=None, bias=N
     batch, q_len, head_dim = q.shape
     key_len, value_dim = v.shape[1:]
     out_dot_dout = np.einsum("nle,nle->nl", out, dout)  # (N, L), D = rowsum(dout * out)
-    # Every key block adds into all rows of dq[n]: each thread sums into its own copy.
-    dq_per_thread = np.zeros((numba.get_num_threads(), batch, q_len, head_dim), q.dtype)
     dk = _empty((batch, key_len, head_dim), q.dtype)  # (N, S, E)
     dv = _empty((batch, key_len, value_dim), q.dtype)  # (N, S, Ev)
-    with _single_threaded_blas():
-        _backward_kernel(q, k, v, lse, dout, out_dot_dout, q.dtype.type(scale), bool(causal),
-                         mask, has_mask, bias, has_bias, QUERY_BLOCK, KEY_BLOCK, dq_per_thread,
-                         dk, dv)
+    n_items = batch * -(-key_len // KEY_BLOCK)
+    n_chunks = min(n_items, _chunk_count(q.shape, k.shape, v.shape))
+    # Every key block adds into all rows of dq[n]: each thread sums into its own copy.
+    dq_per_thread = np.zeros((min(n_chunks, CPU_CORES), batch, q_len, head_dim),
+                             q.dtype)  # (threads, N, L, E)
+    scale_ = q.dtype.type(scale)
+
+    def run_items(thread, first_item, stop_item):
+        _backward_kernel(q, k, v, lse, dout, out_dot_dout, scale_, bool(causal), mask,
+                         has_mask, bias, has_bias, QUERY_BLOCK, KEY_BLOCK, first_item,
+                         stop_item, dq_per_thread[thread], dk, dv)
+
+    _run_in_threads(run_items, n_items, n_chunks)
     dq = _empty((batch, q_len, head_dim), q.dtype)  # (N, L, E)
     np.sum(dq_per_thread, axis=0, out=dq)
     dq *= scale
@@ -212,17 +280,6 @@ def attention_backward(q, k, v, out, lse, dout, scale, causal, mask=None, bias=N
 def _broadcast_index(index, size):
     """The index into an axis that may have been cut to length 1 from a broadcast."""
     return index if size > 1 else 0
-
-
-@numba.njit(cache=True, error_model="numpy")
-def _block_index(item, n_blocks):
-    """The block of its problem that parallel work item ``item`` takes: 0, last, 1, last - 1, ...
-
-    Under causality a block's cost grows (queries) or falls (keys) with its index, and Numba hands
-    each thread a contiguous run of items: alternating cheap and dear blocks evens out the runs.
-    """
-    position = item % n_blocks
-    return position // 2 if position % 2 == 0 else n_blocks - 1 - position // 2
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -278,7 +335,7 @@ def _mask_scores(scores, n, first_row, first_key, causal, mask, has_mask, bias, 
 
 @numba.njit(cache=True, error_model="numpy")
 def _exp_shifted(row, shift, bits):
-    """``row[i] = exp(row[i] - shift)`` in place (0 for -inf); returns the row's new sum.
+    """``row[i] = exp(row[i] - shift)`` in place (0 for -inf).
 
     float32 rows take a path LLVM vectorises: ``2^k`` built from its exponent bits in ``bits``
     (an int32 scratch as long as the row) times a degree-6 polynomial for ``exp`` of the
@@ -286,13 +343,10 @@ def _exp_shifted(row, shift, bits):
     error under 1e-9 for these shifted scores (all <= 0). float64 rows call libm's exp.
     """
     n = row.size
-    total = 0.0
     if row.itemsize != 4:
         for i in range(n):
-            value = math.exp(row[i] - shift) if row[i] != -np.inf else 0.0
-            row[i] = value
-            total += value
-        return total
+            row[i] = math.exp(row[i] - shift) if row[i] != -np.inf else 0.0
+        return
     powers = bits[:n].view(np.float32)
     for i in range(n):
         x = np.float32(row[i] - shift)
@@ -306,7 +360,15 @@ def _exp_shifted(row, shift, bits):
                                                               + r * np.float32(1 / 720))))))
     for i in range(n):
         row[i] = row[i] * powers[i]
-    for i in range(n):
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath={"reassoc", "nsz"})
+def _row_sum(row):
+    """The sum of a 1-D array, added in whatever order is fastest: reassociation lets LLVM keep
+    several partial sums in vector registers instead of one chain of dependent additions (4x
+    faster on a 128-key row)."""
+    total = row.dtype.type(0)
+    for i in range(row.size):
         total += row[i]
     return total
 
@@ -329,9 +391,8 @@ def _online_softmax_step(scores, row_max, row_sum, out_acc, bits):
                 scores[r, c] = 0
             continue
         correction = math.exp(row_max[r] - new_max)
-        total = row_sum[r] * correction
-        total += _exp_shifted(scores[r], new_max, bits)
-        row_sum[r] = total
+        _exp_shifted(scores[r], new_max, bits)
+        row_sum[r] = row_sum[r] * correction + _row_sum(scores[r])
         row_max[r] = new_max
         if correction != 1:
             for e in range(out_acc.shape[1]):
@@ -425,29 +486,30 @@ def _backward_key_block(q, k, v, lse, dout, out_dot_dout, scale, causal, mask, h
     _copy_into(dv[n, first_key:first_key + n_cols], dv_acc)
 
 
-@cpu_kernel
+@numba.njit(cache=True, error_model="numpy", nogil=True)
 def _forward_kernel(q, k, v, scale, causal, mask, has_mask, bias, has_bias,
-                    query_block, key_block, out, lse):
-    """Fill ``out`` (N, L, Ev) and ``lse`` (N, L); one parallel work item per query block."""
-    batch, q_len = q.shape[0], q.shape[1]
+                    query_block, key_block, first_item, stop_item, out, lse):
+    """Fill ``out`` (N, L, Ev) and ``lse`` (N, L) for the work items (problem, query block)
+    numbered ``first_item`` to ``stop_item - 1``."""
+    q_len = q.shape[1]
     n_query_blocks = (q_len + query_block - 1) // query_block
-    for item in numba.prange(batch * n_query_blocks):
-        first_row = _block_index(item, n_query_blocks) * query_block
+    for item in range(first_item, stop_item):
+        first_row = item % n_query_blocks * query_block
         _forward_query_block(q, k, v, scale, causal, mask, has_mask, bias, has_bias,
                              item // n_query_blocks, first_row,
                              min(query_block, q_len - first_row), key_block, out, lse)
 
 
-@cpu_kernel
+@numba.njit(cache=True, error_model="numpy", nogil=True)
 def _backward_kernel(q, k, v, lse, dout, out_dot_dout, scale, causal, mask, has_mask, bias,
-                     has_bias, query_block, key_block, dq_per_thread, dk, dv):
-    """Fill ``dk`` and ``dv`` and add ``dS @ k`` into ``dq_per_thread[thread]`` (threads, N, L, E);
-    one parallel work item per key block."""
-    batch, key_len = k.shape[0], k.shape[1]
+                     has_bias, query_block, key_block, first_item, stop_item, dq_acc, dk, dv):
+    """Fill ``dk`` and ``dv`` and add ``dS @ k`` into ``dq_acc`` (N, L, E) for the work items
+    (problem, key block) numbered ``first_item`` to ``stop_item - 1``."""
+    key_len = k.shape[1]
     n_key_blocks = (key_len + key_block - 1) // key_block
-    for item in numba.prange(batch * n_key_blocks):
+    for item in range(first_item, stop_item):
         n = item // n_key_blocks
-        first_key = _block_index(item, n_key_blocks) * key_block
+        first_key = item % n_key_blocks * key_block
         _backward_key_block(q, k, v, lse, dout, out_dot_dout, scale, causal, mask, has_mask,
                             bias, has_bias, n, first_key, min(key_block, key_len - first_key),
-                            query_block, dq_per_thread[numba.get_thread_id(), n], dk, dv)
+                            query_block, dq_acc[n], dk, dv)

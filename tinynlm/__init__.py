@@ -7,6 +7,18 @@
 [5.437, 14.778, 40.171]
 """
 
+import os as _os
+import sys as _sys
+
+if "numpy" not in _sys.modules:
+    # NumPy's OpenBLAS keeps its idle threads spinning for about 0.1 s (2**28 cycles) after each
+    # matrix product, and tinynlm's attention kernels share their work among all cores: a
+    # spinning thread on a core halved their speed. Threads that sleep at once cost a wake-up
+    # of a few microseconds per product instead. A default only: a value you set wins, and it
+    # has no effect if NumPy was imported before tinynlm (OpenBLAS reads it when it loads).
+    _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+
 def _load_source_kernels():
     """In a source checkout ``kernels/`` sits beside this package (an install maps it to
     ``tinynlm.kernels``); load it under that name so the checkout works the same way."""
@@ -28,7 +40,7 @@ def _load_source_kernels():
 
 _load_source_kernels()
 
-from . import cuda, nn, ops, optim  # noqa: E402
+from . import cuda, kernels, nn, ops, optim  # noqa: E402
 from .autograd import (enable_grad, grad, is_grad_enabled, no_grad,  # noqa: E402
                        set_grad_enabled)
 from .backend import Device as device  # noqa: E402

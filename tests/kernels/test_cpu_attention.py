@@ -199,6 +199,27 @@ def test_every_output_element_is_written(monkeypatch, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_work_shared_among_threads(monkeypatch, dtype):
+    """Work cut into many chunks taken by three threads (more than this machine may have) gives
+    the reference results, with every output element written."""
+    monkeypatch.setattr(cpu_attention, "_empty",
+                        lambda shape, dtype: np.full(shape, np.nan, dtype))
+    monkeypatch.setattr(cpu_attention, "QUERY_BLOCK", 4)
+    monkeypatch.setattr(cpu_attention, "KEY_BLOCK", 4)
+    monkeypatch.setattr(cpu_attention, "MIN_WORK_PER_CHUNK", 1)
+    monkeypatch.setattr(cpu_attention, "CPU_CORES", 3)
+    monkeypatch.setattr(cpu_attention, "_POOL", None)  # a pool sized for three
+    rng = np.random.default_rng(5)
+    q, k, v, dout = random_inputs(rng, 3, 45, 30, 8, 5, dtype)
+    assert cpu_attention._chunk_count(q.shape, k.shape, v.shape) == 24
+    mask = make_mask("random", rng, 3, 45, 30)
+    for causal in (False, True):
+        out, lse, grads = run_and_compare(q, k, v, dout, 0.3, causal, mask)
+        for result in (out, lse, *grads):
+            assert not np.isnan(result).any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fully_masked_rows_give_zeros(dtype):
     """Rows without a key (by mask, by -inf bias, or every key padded) give out 0, lse -inf and
     zero gradients, and the other rows are untouched by them."""

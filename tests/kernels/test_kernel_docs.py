@@ -9,7 +9,8 @@ import pytest
 import tinynlm  # noqa: F401  (maps kernels/ to tinynlm.kernels in a source checkout)
 
 
-@pytest.mark.parametrize("name", ["tinynlm.kernels.cpu_fused", "tinynlm.kernels.cpu_attention"])
+@pytest.mark.parametrize("name", ["tinynlm.kernels", "tinynlm.kernels.cpu_fused",
+                                  "tinynlm.kernels.cpu_attention"])
 def test_kernel_docstring_examples(name):
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
