@@ -478,6 +478,8 @@ def environment(device: str, torch_module, blas_threads: tuple[int, str]) -> dic
         "blas_threads_from": blas_threads[1],
         "numba_threads": numba.config.NUMBA_NUM_THREADS,
         "fused_kernel_threads": kernels.CPU_THREADS,
+        "attention_kernel_threads": kernels.CPU_CORES,
+        "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
         "torch_threads": None if torch_module is None else torch_module.get_num_threads(),
     }
     if device == "cuda":
@@ -497,8 +499,10 @@ def format_environment(info: dict) -> str:
              f"{info['tinynlm']} | PyTorch {info['torch'] or 'not compared'}",
              f"CPU: {info['cpu_model']}, {info['cpu_count']} CPUs ({info['usable_cpus']} usable) |"
              f" BLAS {info['blas']}, {info['blas_threads']} threads "
-             f"({info['blas_threads_from']}) | Numba threads {info['numba_threads']}, fused "
-             f"CPU kernels use {info['fused_kernel_threads']} | PyTorch threads "
+             f"({info['blas_threads_from']}), OPENBLAS_THREAD_TIMEOUT "
+             f"{info['openblas_thread_timeout'] or 'unset'} | Numba threads "
+             f"{info['numba_threads']}, fused CPU kernels use {info['fused_kernel_threads']} "
+             f"(attention {info['attention_kernel_threads']}) | PyTorch threads "
              f"{info['torch_threads'] if info['torch_threads'] is not None else '-'}"]
     if "gpu" in info:
         lines.append(f"GPU: {info['gpu']}, {info['gpu_memory_bytes'] / 2**30:.0f} GiB | CuPy "
