@@ -50,25 +50,20 @@ an interrupted run keeps what it measured.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
-import glob
 import json
-import os
-import platform
 import sys
-import tracemalloc
 from dataclasses import dataclass
 from typing import Callable
 
-import numba
 import numpy as np
 
 import tinynlm as tn
-from tinynlm import backend, dispatch, kernels
+from tinynlm import backend, dispatch
 from tinynlm.nn import functional as F
 
-from .op_overhead import _source_state
+from . import runner
+from .environment import environment, format_environment, numpy_blas_threads
+from .runner import is_out_of_memory, release_cached_memory
 from .timing import measure_side_by_side
 
 BATCH, HEADS, HEAD_DIM = 1, 4, 64
@@ -159,85 +154,12 @@ def _host(result) -> np.ndarray:
 # ----------------------------------------------------------------------------- memory
 
 
-class CupyPoolHighWater:
-    """While active, every CuPy allocation goes through the default pool and the pool's used
-    bytes are read after each one; ``peak_extra`` is the high-water mark minus the used bytes
-    at the start (the pool's free blocks are released first)."""
-
-    def __init__(self):
-        import cupy
-
-        self.cupy = cupy
-        self.pool = cupy.get_default_memory_pool()
-
-    def __enter__(self):
-        self.pool.free_all_blocks()
-        self.start = self.peak = self.pool.used_bytes()
-        self.cupy.cuda.set_allocator(self._malloc)
-        return self
-
-    def _malloc(self, size):
-        pointer = self.pool.malloc(size)
-        self.peak = max(self.peak, self.pool.used_bytes())
-        return pointer
-
-    def __exit__(self, *exc):
-        self.cupy.cuda.set_allocator(self.pool.malloc)
-        return False
-
-    @property
-    def peak_extra(self) -> int:
-        return self.peak - self.start
-
-
 def peak_extra_memory(step: Callable, inputs: Inputs, device: str, is_torch: bool,
                       torch_module) -> int | None:
-    """Bytes allocated at the peak of one call of ``step`` beyond what was live before it;
-    None where it cannot be measured (PyTorch on the CPU). See the module docstring."""
+    """Bytes allocated at the peak of one call of ``step`` beyond what was live before it, the
+    inputs' gradients cleared first; None where it cannot be measured (PyTorch on the CPU)."""
     inputs.clear_grads()
-    release_cached_memory(device, torch_module)
-    if device == "cpu":
-        if is_torch:
-            return None
-        tracemalloc.start()
-        try:
-            step()
-            return tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
-    if is_torch:
-        cuda = torch_module.cuda
-        cuda.synchronize()
-        before = cuda.memory_allocated()
-        cuda.reset_peak_memory_stats()
-        step()
-        cuda.synchronize()
-        return cuda.max_memory_allocated() - before
-    with CupyPoolHighWater() as high_water:
-        step()
-        tn.cuda.synchronize()
-    return high_water.peak_extra
-
-
-def release_cached_memory(device: str, torch_module, collect_garbage: bool = False):
-    """Hand the GPU allocators' cached free blocks back to the device, after a garbage
-    collection if asked (slow with PyTorch loaded; needed after an error, whose traceback held
-    arrays, and between lengths)."""
-    if collect_garbage:
-        gc.collect()
-    if device == "cuda":
-        backend.cupy_module().get_default_memory_pool().free_all_blocks()
-        if torch_module is not None:
-            torch_module.cuda.empty_cache()
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """NumPy's MemoryError (CuPy's OutOfMemoryError is one too), PyTorch's OutOfMemoryError,
-    and the out-of-memory errors of CUDA libraries (cuBLAS, Numba's CUDA driver calls)."""
-    if isinstance(error, MemoryError) or "OutOfMemory" in type(error).__name__:
-        return True
-    message = str(error).lower()
-    return "out of memory" in message or "alloc_failed" in message
+    return runner.peak_extra_memory(step, device, is_torch, torch_module)
 
 
 # ----------------------------------------------------------------------------- one measurement
@@ -418,97 +340,47 @@ def _case_name(row) -> str:
     return f"T={row['T']} {'causal' if row['causal'] else 'full'} {row['pass']}"
 
 
-# ----------------------------------------------------------------------------- environment
+# ----------------------------------------------------------------------------- the attention suite
 
 
-def numpy_blas_threads() -> tuple[int, str]:
-    """NumPy's BLAS thread count and where it came from: threadpoolctl if installed, else the
-    OpenBLAS that NumPy's wheels bundle (``numpy.libs``), else the usable CPU count (OpenBLAS's
-    default), marked as assumed."""
-    try:
-        from threadpoolctl import threadpool_info
-
-        counts = [pool["num_threads"] for pool in threadpool_info()
-                  if pool.get("user_api") == "blas" and "numpy" in pool.get("filepath", "")]
-        if counts:
-            return counts[0], "threadpoolctl"
-    except ImportError:
-        pass
-    libraries = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
-    for path in glob.glob(os.path.join(libraries, "*openblas*")):
-        library = ctypes.CDLL(path)
-        for symbol in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_",
-                       "scipy_openblas_get_num_threads", "openblas_get_num_threads"):
-            if hasattr(library, symbol):
-                return int(getattr(library, symbol)()), f"{os.path.basename(path)}:{symbol}"
-    return _usable_cpus(), "assumed: the usable CPUs"
+SUITE_GPU_QUICK_LENGTHS = (256, 1024)
 
 
-def _usable_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+def _suite_variant(length: int, causal: bool, backward: bool, fused: bool | None):
+    """A runner variant: tinynlm fused or composed (``fused`` True/False), or PyTorch (None)."""
+    def build(device, torch_module):
+        inputs = make_inputs(length, device, torch_module if fused is None else None)
+        if fused is None:
+            return torch_step(inputs, causal, torch_module, backward=backward)
+        return tinynlm_step(inputs, causal, fused=fused, backward=backward)
+    return build
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as file:
-            for line in file:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _blas_name() -> str:
-    try:
-        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        return f"{blas['name']} {blas.get('version', '')}".rstrip()
-    except Exception:  # noqa: BLE001 - older NumPy has no machine-readable config
-        return "unknown"
-
-
-def environment(device: str, torch_module, blas_threads: tuple[int, str]) -> dict:
-    """Versions, CPU, BLAS, thread counts and (on cuda) the GPU, for the report and the JSON."""
-    info = {
-        "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
-        "tinynlm": f"{tn.__version__}{_source_state()}",
-        "torch": None if torch_module is None else torch_module.__version__,
-        "cpu_model": _cpu_model(), "cpu_count": os.cpu_count(), "usable_cpus": _usable_cpus(),
-        "blas": _blas_name(), "blas_threads": blas_threads[0],
-        "blas_threads_from": blas_threads[1],
-        "numba_threads": numba.config.NUMBA_NUM_THREADS,
-        "fused_kernel_threads": kernels.CPU_THREADS,
-        "attention_kernel_threads": kernels.CPU_CORES,
-        "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
-        "torch_threads": None if torch_module is None else torch_module.get_num_threads(),
-    }
-    if device == "cuda":
-        cupy = backend.cupy_module()
-        properties = cupy.cuda.runtime.getDeviceProperties(0)
-        name = properties["name"]
-        info.update(cupy=cupy.__version__,
-                    gpu=name.decode() if isinstance(name, bytes) else name,
-                    gpu_memory_bytes=int(properties["totalGlobalMem"]),
-                    cuda_runtime=cupy.cuda.runtime.runtimeGetVersion(),
-                    cuda_driver=cupy.cuda.runtime.driverGetVersion())
-    return info
-
-
-def format_environment(info: dict) -> str:
-    lines = [f"Python {info['python']} | NumPy {info['numpy']} | Numba {info['numba']} | tinynlm "
-             f"{info['tinynlm']} | PyTorch {info['torch'] or 'not compared'}",
-             f"CPU: {info['cpu_model']}, {info['cpu_count']} CPUs ({info['usable_cpus']} usable) |"
-             f" BLAS {info['blas']}, {info['blas_threads']} threads "
-             f"({info['blas_threads_from']}), OPENBLAS_THREAD_TIMEOUT "
-             f"{info['openblas_thread_timeout'] or 'unset'} | Numba threads "
-             f"{info['numba_threads']}, fused CPU kernels use {info['fused_kernel_threads']} "
-             f"(attention {info['attention_kernel_threads']}) | PyTorch threads "
-             f"{info['torch_threads'] if info['torch_threads'] is not None else '-'}"]
-    if "gpu" in info:
-        lines.append(f"GPU: {info['gpu']}, {info['gpu_memory_bytes'] / 2**30:.0f} GiB | CuPy "
-                     f"{info['cupy']} | CUDA runtime {info['cuda_runtime']}, driver "
-                     f"{info['cuda_driver']}")
-    return "\n".join(lines)
+def workloads(quick: bool) -> list[runner.Workload]:
+    """The ``attention`` suite of ``python -m benchmarks``: each (T, causal, pass) with the
+    variants fused, composed (the baseline) and torch; the CPU lengths on ``cpu``, the GPU
+    lengths on ``cuda``."""
+    result = []
+    for device, lengths in (("cpu", QUICK_LENGTHS if quick else CPU_LENGTHS),
+                            ("cuda", SUITE_GPU_QUICK_LENGTHS if quick else GPU_LENGTHS)):
+        for length in lengths:
+            for causal in (False, True):
+                for pass_name in PASSES:
+                    backward = pass_name == "forward+backward"
+                    result.append(runner.Workload(
+                        "attention", f"T={length} {'causal' if causal else 'full'} {pass_name}",
+                        f"scaled_dot_product_attention B={BATCH} H={HEADS} D={HEAD_DIM} "
+                        f"float32, T={length}, {'causal' if causal else 'full'}, {pass_name}",
+                        (runner.Variant("fused", _suite_variant(length, causal, backward, True)),
+                         runner.Variant("composed",
+                                        _suite_variant(length, causal, backward, False)),
+                         runner.Variant("torch", _suite_variant(length, causal, backward, None))),
+                        baseline="composed",
+                        params={"T": length, "causal": causal, "pass": pass_name},
+                        devices=(device,), tokens=BATCH * length,
+                        flops=None if backward else forward_flops(length, causal),
+                        tolerance=RTOL, smallest=length == lengths[0]))
+    return result
 
 
 # ----------------------------------------------------------------------------- report
@@ -660,7 +532,7 @@ def main(argv=None) -> dict:
         torch_module.set_num_threads(blas_threads[0])
 
     report = {"benchmark": "attention", "device": device,
-              "environment": environment(device, torch_module, blas_threads),
+              "environment": environment(device, torch_module),
               "config": {"batch": BATCH, "heads": HEADS, "head_dim": HEAD_DIM,
                          "dtype": "float32", "lengths": lengths, "repeats": repeats,
                          "warmup": warmup, "min_repeat_seconds": MIN_REPEAT_SECONDS,

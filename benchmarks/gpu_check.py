@@ -48,7 +48,7 @@ import tinynlm as tn
 from tinynlm.models import GPT, GPTConfig, RNNLanguageModel, RNNLMConfig
 from tinynlm.optim import AdamW
 
-from . import attention
+from . import attention, runner
 from .timing import measure
 
 VOCAB_SIZE = 96
@@ -110,7 +110,7 @@ def time_training_step(case: TrainingCase, device: str, quick: bool) -> dict:
         timing = measure(training_step, repeats=steps, number=1, warmup=warmup, device=device)
         peak_extra_bytes = None
         if device == "cuda":
-            with attention.CupyPoolHighWater() as high_water:
+            with runner.CupyPoolHighWater() as high_water:
                 training_step()
                 tn.cuda.synchronize()
             peak_extra_bytes = high_water.peak_extra

@@ -24,7 +24,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Callable
@@ -34,6 +33,7 @@ import numpy as np
 import tinynlm as tn
 from tinynlm import backend
 
+from .environment import source_state
 from .timing import measure_side_by_side
 
 FULL_REPEATS = 15
@@ -326,20 +326,9 @@ def environment_line(device: str) -> str:
                    if name in os.environ]
     blas = _blas_description()
     return (f"Python {platform.python_version()} | NumPy {np.__version__} | tinynlm "
-            f"{tn.__version__}{_source_state()} | device {device} | threads: {usable} CPUs usable"
+            f"{tn.__version__}{source_state()} | device {device} | threads: {usable} CPUs usable"
             f"{', ' + blas if blas else ''}"
             f"{', ' + ', '.join(thread_vars) if thread_vars else ''}")
-
-
-def _source_state() -> str:
-    """`` (git 2a0a39f-dirty)`` for a source checkout, else ''."""
-    try:
-        described = subprocess.run(["git", "describe", "--always", "--dirty"], timeout=5,
-                                   cwd=os.path.dirname(tn.__file__), capture_output=True,
-                                   text=True, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return f" (git {described})" if described else ""
 
 
 def _blas_description() -> str:

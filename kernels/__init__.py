@@ -33,9 +33,27 @@ def _cpu_cores():
     return os.cpu_count() or 1
 
 
-# The cores this process may run on; the attention kernels share long sequences among them
-# with Python threads (their compiled code releases the GIL).
-CPU_CORES = _cpu_cores()
+_CPU_CORES = _cpu_cores()
+
+
+def cpu_cores() -> int:
+    """How many threads the attention kernels share a long call among: the cores this process
+    may run on, unless ``TINYNLM_KERNEL_THREADS`` or :func:`set_cpu_cores` says otherwise."""
+    return _CPU_CORES
+
+
+def set_cpu_cores(count: int):
+    """Let the attention kernels use ``count`` threads from the next call on (benchmarks pin
+    it to compare thread counts).
+
+    >>> previous = cpu_cores(); set_cpu_cores(1); cpu_cores()
+    1
+    >>> set_cpu_cores(previous)
+    """
+    global _CPU_CORES
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"set_cpu_cores: count must be a positive int, got {count!r}")
+    _CPU_CORES = count
 
 
 def cpu_threads(function):

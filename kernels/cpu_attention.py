@@ -47,7 +47,7 @@ import threading
 import numba
 import numpy as np
 
-from . import CPU_CORES
+from . import cpu_cores
 
 # 128 x 128 tiles were the fastest of 32..256 measured on one thread (float32, E = 64 and 128, L = S
 # = 256 and 1024): 64 x 64 took 7-25% longer, 32 x 32 40-50% longer (OpenBLAS is slow on small
@@ -110,7 +110,12 @@ MIN_WORK_PER_CHUNK = 2**22
 # Chunks per thread: enough that a thread slowed by other work on its core (see
 # _run_in_threads) leaves little for the others to wait on.
 CHUNKS_PER_THREAD = 8
-_POOL = None
+
+
+@functools.cache
+def _thread_pool(workers):
+    """The helper threads of :func:`_run_in_threads`, made once per size."""
+    return concurrent.futures.ThreadPoolExecutor(workers, "tinynlm-attention")
 
 
 def _chunk_count(q_shape, k_shape, v_shape):
@@ -118,12 +123,17 @@ def _chunk_count(q_shape, k_shape, v_shape):
     thread), up to ``CHUNKS_PER_THREAD`` per core for long sequences."""
     batch, q_len, head_dim = q_shape
     work = batch * q_len * k_shape[1] * (head_dim + v_shape[2])
-    return max(1, min(CPU_CORES * CHUNKS_PER_THREAD, work // MIN_WORK_PER_CHUNK))
+    return max(1, min(cpu_cores() * CHUNKS_PER_THREAD, work // MIN_WORK_PER_CHUNK))
+
+
+def _thread_count(n_chunks):
+    """The threads that share ``n_chunks`` chunks: one per core, at most one per chunk."""
+    return min(cpu_cores(), n_chunks)
 
 
 def _run_in_threads(run_items, n_items, n_chunks):
     """Run work items ``0 .. n_items - 1`` as ``n_chunks`` runs of consecutive items, calling
-    ``run_items(thread, first_item, stop_item)`` on up to ``CPU_CORES`` threads (the calling
+    ``run_items(thread, first_item, stop_item)`` on up to ``cpu_cores()`` threads (the calling
     thread and a pool), each taking the next chunk when it is done with one; OpenBLAS runs on one
     thread meanwhile. Returns when all are done.
 
@@ -133,7 +143,6 @@ def _run_in_threads(run_items, n_items, n_chunks):
     (rather than a fixed share each) keeps the other threads busy when one is slowed, e.g. by
     NumPy's OpenBLAS threads, which spin for a while after each matrix product (see the README).
     """
-    global _POOL
     n_chunks = max(1, min(n_chunks, n_items))
     bounds = [n_items * chunk // n_chunks for chunk in range(n_chunks + 1)]
     chunks = iter(range(n_chunks))  # next() on it is atomic under the GIL
@@ -142,14 +151,13 @@ def _run_in_threads(run_items, n_items, n_chunks):
         for chunk in chunks:
             run_items(thread, bounds[chunk], bounds[chunk + 1])
 
-    n_threads = min(CPU_CORES, n_chunks)
+    n_threads = _thread_count(n_chunks)
     with _single_threaded_blas():
         if n_threads == 1:
             run_chunks(0)
             return
-        if _POOL is None:
-            _POOL = concurrent.futures.ThreadPoolExecutor(CPU_CORES - 1, "tinynlm-attention")
-        others = [_POOL.submit(run_chunks, thread) for thread in range(1, n_threads)]
+        pool = _thread_pool(n_threads - 1)
+        others = [pool.submit(run_chunks, thread) for thread in range(1, n_threads)]
         try:
             run_chunks(0)
         finally:
@@ -260,7 +268,7 @@ def attention_backward(q, k, v, out, lse, dout, scale, causal, mask=None, bias=N
     n_items = batch * -(-key_len // KEY_BLOCK)
     n_chunks = min(n_items, _chunk_count(q.shape, k.shape, v.shape))
     # Every key block adds into all rows of dq[n]: each thread sums into its own copy.
-    dq_per_thread = np.zeros((min(n_chunks, CPU_CORES), batch, q_len, head_dim),
+    dq_per_thread = np.zeros((_thread_count(n_chunks), batch, q_len, head_dim),
                              q.dtype)  # (threads, N, L, E)
     scale_ = q.dtype.type(scale)
 

@@ -1,6 +1,7 @@
 """The benchmark scripts run and report well-formed numbers. Nothing here asserts on speed."""
 
 import doctest
+import importlib.util
 import json
 import math
 import shutil
@@ -161,3 +162,122 @@ def test_gpu_check_summary_reads_the_results(tmp_path):
     assert "TIMED OUT after 100 s" in summary
     cuda_line = next(line for line in summary.splitlines() if line.startswith("gpt-small  cuda"))
     assert "2.0x" in cuda_line and "1024" in cuda_line
+
+
+# ----------------------------------------------------------------------------- python -m benchmarks
+
+
+def test_suite_runs_the_smallest_case_of_every_workload(tmp_path, capsys):
+    """The quick suite's smallest case of each workload, once each: well-formed rows, the
+    variants' results checked against each other, JSON and (with matplotlib) a plot."""
+    from benchmarks import __main__ as cli
+    from benchmarks import report
+
+    json_path, plot_path = tmp_path / "bench.json", tmp_path / "bench.png"
+    plot = ["--plot", str(plot_path)] if importlib.util.find_spec("matplotlib") else []
+    result = cli.main(["--quick", "--smallest", "--repeats", "1", "--threads", "1",
+                       "--json", str(json_path)] + plot)
+
+    expected = {(suite, workload.name) for suite, module in cli.SUITES.items()
+                for workload in module.workloads(True) if workload.smallest
+                and "cpu" in workload.devices}
+    assert {(row["suite"], row["workload"]) for row in result["rows"]} == expected
+    for row in result["rows"]:
+        assert row["status"] == "ok", row
+        assert row["device"] == "cpu" and row["threads"] == 1
+        assert math.isfinite(row["median_s"]) and row["median_s"] > 0 and row["iqr_s"] >= 0
+        if row["variant"] != row["baseline"]:
+            assert row["ratio"] > 0
+    variants = {row["variant"] for row in result["rows"]}
+    assert {"fused", "composed", "tinynlm", "numpy"} <= variants
+    assert ("torch" in variants) == (importlib.util.find_spec("torch") is not None)
+    assert json.loads(json_path.read_text(encoding="utf-8")) == result
+    assert not plot or plot_path.stat().st_size > 0
+    printed = capsys.readouterr().out
+    for suite in cli.SUITES:
+        assert f"== {suite} ==" in printed
+    assert "targets" in printed and "BLAS" in printed
+    assert report.evaluate_targets(result) == result["targets"]
+
+
+def _row(workload, variant, median_s, iqr_s=0.0, **extra):
+    return {"suite": "train", "workload": workload, "device": "cpu", "threads": 2,
+            "variant": variant, "status": "ok", "median_s": median_s, "iqr_s": iqr_s,
+            "params": {}, **extra}
+
+
+def test_compare_reports_the_change_per_workload(tmp_path, capsys):
+    from benchmarks import __main__ as cli
+
+    old = {"rows": [_row("a", "fused", 1.0), _row("b", "fused", 1.0), _row("c", "fused", 1.0, 0.3),
+                    _row("d", "fused", 1.0), _row("gone", "fused", 1.0)]}
+    new = {"rows": [_row("a", "fused", 1.2), _row("b", "fused", 0.8), _row("c", "fused", 1.2, 0.3),
+                    _row("d", "fused", 1.05), _row("added", "fused", 1.0)]}
+    paths = []
+    for name, content in (("old.json", old), ("new.json", new)):
+        (tmp_path / name).write_text(json.dumps(content))
+        paths.append(str(tmp_path / name))
+
+    cli.main(["compare", *paths])
+
+    verdicts = {line.split()[1]: line.split()[-1] if "only" not in line else " ".join(
+        line.split()[-2:]) for line in capsys.readouterr().out.splitlines()[2:]}
+    assert verdicts == {"a": "slower", "b": "faster", "c": "same",  # c: within the IQR
+                        "d": "same", "gone": "only old", "added": "only new"}
+
+
+def test_compare_rejects_files_that_are_not_reports(tmp_path):
+    from benchmarks import __main__ as cli
+
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(SystemExit, match="list.json is not a report"):
+        cli.main(["compare", str(tmp_path / "list.json"), str(tmp_path / "list.json")])
+    with pytest.raises(SystemExit, match="broken.json is not JSON"):
+        cli.main(["compare", str(tmp_path / "broken.json"), str(tmp_path / "list.json")])
+    with pytest.raises(SystemExit, match="cannot read"):
+        cli.main(["compare", str(tmp_path / "missing.json"), str(tmp_path / "list.json")])
+
+
+def test_targets_are_judged_from_the_rows():
+    from benchmarks import report
+
+    full = {"batch": 16, "length": 128}
+    rows = [_row("gpt", "fused", 1.3, params=full, baseline="torch", ratio=1.3),
+            _row("lstm", "fused", 1.0, params={"batch": 32, "length": 64}, baseline="composed",
+                 ratio=0.9),
+            {**_row("overhead add16_sum", "tinynlm", 1e-4, overhead_per_op_us=4.0,
+                    baseline="numpy"), "suite": "ops"}]
+    verdicts = {(target["case"].split(" (")[0], target["verdict"])
+                for target in report.evaluate_targets({"rows": rows})}
+    assert verdicts == {("overhead add16_sum", "PASS"), ("gpt", "FAIL"),
+                        ("lstm", "n/a"), ("gpt-512x6", "n/a")}
+
+
+def test_thread_pinning_is_restored():
+    from benchmarks.environment import numpy_blas_threads, pinned_threads
+
+    from tinynlm import kernels
+
+    before = numpy_blas_threads()[0], kernels.cpu_cores()
+    with pinned_threads(1, None) as pinned:
+        assert kernels.cpu_cores() == 1
+        if pinned["blas"]:
+            assert numpy_blas_threads()[0] == 1
+    assert (numpy_blas_threads()[0], kernels.cpu_cores()) == before
+
+
+def test_unknown_suite_is_an_error(capsys):
+    from benchmarks import __main__ as cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["--suite", "nonsense"])
+    assert "unknown suite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["benchmarks.report", "benchmarks.environment"])
+def test_docstring_examples(name):
+    import importlib
+
+    failures, attempted = doctest.testmod(importlib.import_module(name))
+    assert attempted > 0 and failures == 0

@@ -207,8 +207,7 @@ def test_work_shared_among_threads(monkeypatch, dtype):
     monkeypatch.setattr(cpu_attention, "QUERY_BLOCK", 4)
     monkeypatch.setattr(cpu_attention, "KEY_BLOCK", 4)
     monkeypatch.setattr(cpu_attention, "MIN_WORK_PER_CHUNK", 1)
-    monkeypatch.setattr(cpu_attention, "CPU_CORES", 3)
-    monkeypatch.setattr(cpu_attention, "_POOL", None)  # a pool sized for three
+    monkeypatch.setattr(cpu_attention, "cpu_cores", lambda: 3)
     rng = np.random.default_rng(5)
     q, k, v, dout = random_inputs(rng, 3, 45, 30, 8, 5, dtype)
     assert cpu_attention._chunk_count(q.shape, k.shape, v.shape) == 24
