@@ -48,6 +48,7 @@ import numba
 import numpy as np
 
 from . import cpu_cores
+from .cpu_math import exp_in_place
 
 # 128 x 128 tiles were the fastest of 32..256 measured on one thread (float32, E = 64 and 128, L = S
 # = 256 and 1024): 64 x 64 took 7-25% longer, 32 x 32 40-50% longer (OpenBLAS is slow on small
@@ -343,31 +344,14 @@ def _mask_scores(scores, n, first_row, first_key, causal, mask, has_mask, bias, 
 
 @numba.njit(cache=True, error_model="numpy")
 def _exp_shifted(row, shift, bits):
-    """``row[i] = exp(row[i] - shift)`` in place (0 for -inf).
-
-    float32 rows take a path LLVM vectorises: ``2^k`` built from its exponent bits in ``bits``
-    (an int32 scratch as long as the row) times a degree-6 polynomial for ``exp`` of the
-    remainder (|r| <= ln 2 / 2, Cody-Waite reduction): relative error under 4e-6, absolute
-    error under 1e-9 for these shifted scores (all <= 0). float64 rows call libm's exp.
-    """
-    n = row.size
-    if row.itemsize != 4:
-        for i in range(n):
-            row[i] = math.exp(row[i] - shift) if row[i] != -np.inf else 0.0
+    """``row[i] = exp(row[i] - shift)`` in place (0 for -inf): float32 rows by the vectorised
+    :func:`~tinynlm.kernels.cpu_math.exp_in_place` (``bits`` is its int32 scratch, as long as
+    the row; relative error under 3e-7), float64 rows by libm's exp."""
+    if row.itemsize == 4:
+        exp_in_place(row, shift, bits)
         return
-    powers = bits[:n].view(np.float32)
-    for i in range(n):
-        x = np.float32(row[i] - shift)
-        clipped = max(x, np.float32(-87.0))
-        k = np.floor(clipped * np.float32(1.4426950408889634) + np.float32(0.5))
-        r = (clipped - k * np.float32(0.693359375)) + k * np.float32(2.12194440e-4)
-        # 2^k as float32 bits; 0.0 where exp underflows (and for the -inf of masked keys)
-        bits[i] = (np.int32(k) + np.int32(127)) << 23 if not x < np.float32(-87.0) else 0
-        row[i] = np.float32(1) + r * (np.float32(1) + r * (np.float32(0.5) + r * (
-            np.float32(1 / 6) + r * (np.float32(1 / 24) + r * (np.float32(1 / 120)
-                                                              + r * np.float32(1 / 720))))))
-    for i in range(n):
-        row[i] = row[i] * powers[i]
+    for i in range(row.size):
+        row[i] = math.exp(row[i] - shift) if row[i] != -np.inf else 0.0
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath={"reassoc", "nsz"})

@@ -35,6 +35,8 @@ FUSED = {
     ("layer_norm", "cpu"): "tinynlm.kernels.cpu_fused",
     ("cross_entropy", "cpu"): "tinynlm.kernels.cpu_fused",
     ("attention", "cpu"): "tinynlm.kernels.cpu_attention",
+    ("lstm_cell", "cpu"): "tinynlm.kernels.cpu_recurrence",
+    ("gru_cell", "cpu"): "tinynlm.kernels.cpu_recurrence",
     ("gelu", "cuda"): "tinynlm.kernels.cuda_fused",
     ("softmax", "cuda"): "tinynlm.kernels.cuda_fused",
     ("layer_norm", "cuda"): "tinynlm.kernels.cuda_fused",

@@ -20,6 +20,8 @@ from typing import Callable
 import numpy as np
 
 from .. import creation, ops
+from ..dispatch import fused_kernels_enabled
+from ..ops.recurrence import Recurrence
 from ..tensor import Tensor
 from . import functional as F
 from . import init
@@ -294,7 +296,38 @@ def _run_direction(recurrence, layer_input, state, weights, reverse, step_masks)
         input_bias, hidden_bias = bias_ih + bias_hh, None  # one bias add for all the steps
     projected = F.linear(layer_input.reshape(steps * batch_size, -1), weight_ih,
                          input_bias)                                      # (T*B, G*H)
-    projected_steps = ops.split(projected, batch_size, 0)                 # T x (B, G*H)
+    projected = projected.reshape(steps, batch_size, -1)                  # (T, B, G*H)
+    if step_masks is None and fused_kernels_enabled():
+        return _run_fused(recurrence, projected, state, weight_hh, hidden_bias, reverse)
+    return _run_steps(recurrence, projected, state, weight_hh, hidden_bias, reverse,
+                      step_masks)
+
+
+def _run_fused(recurrence, projected, state, weight_hh, hidden_bias, reverse):
+    """:func:`_run_steps` as one op (see ``tinynlm.ops.recurrence``)."""
+    mode = next(name for name, known in _RECURRENCES.items() if known is recurrence)
+    extra = ()
+    if recurrence.hidden_bias_in_step:  # a GRU: b_hn is multiplied by the reset gate
+        extra = (hidden_bias if hidden_bias is not None else
+                 creation.zeros(weight_hh.shape[0], dtype=weight_hh.dtype,
+                                device=weight_hh.device),)
+    count = len(state)
+
+    def reference(projected, *rest):
+        states, (weight, *bias) = rest[:count], rest[count:]
+        output, final = _run_steps(recurrence, projected, states, weight,
+                                   bias[0] if bias else None, reverse, None)
+        return (output, *final)
+
+    results = Recurrence(mode, reverse, reference)(projected, *state, weight_hh, *extra)
+    return results[0], tuple(results[1:])
+
+
+def _run_steps(recurrence, projected, state, weight_hh, hidden_bias, reverse, step_masks):
+    """The loop over time in core ops: ``projected`` (T, B, G*H) -> outputs (T, B, H) and the
+    final state tuple."""
+    steps, batch_size, _ = projected.shape
+    projected_steps = ops.unbind(projected, 0)                            # T x (B, G*H)
     weight_hh_t = weight_hh.mT                                            # (H, G*H)
     outputs = [None] * steps
     for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
