@@ -19,7 +19,8 @@ Backward. Each (problem, key block) is one work item: it owns those rows of ``dk
 ``P = exp(scores - lse)`` from ``q``, ``k`` and ``lse``. With ``D = rowsum(dout * out)``:
 ``dv += P.T @ dout``, ``dS = P * (dout @ v.T - D)``, ``dk += scale * dS.T @ q`` and
 ``dq += scale * dS @ k``. Every key block adds into all rows of ``dq``, so each thread adds into
-its own copy and the copies are summed at the end (race-free; ``threads * N * L * E`` extra).
+its own copy and the copies are summed at the end (race-free; ``threads * N * L * E`` extra),
+unless there are enough problems that every thread's chunks can hold whole problems.
 
 Threads. A long call's work items are cut into chunks of consecutive items, which the calling
 thread and a small pool take one at a time until none is left (``_run_in_threads``), up to one
@@ -132,8 +133,9 @@ def _thread_count(n_chunks):
     return min(cpu_cores(), n_chunks)
 
 
-def _run_in_threads(run_items, n_items, n_chunks):
-    """Run work items ``0 .. n_items - 1`` as ``n_chunks`` runs of consecutive items, calling
+def _run_in_threads(run_items, n_items, n_chunks, align=1):
+    """Run work items ``0 .. n_items - 1`` as ``n_chunks`` runs of consecutive items (starting
+    at multiples of ``align``, which divides ``n_items``), calling
     ``run_items(thread, first_item, stop_item)`` on up to ``cpu_cores()`` threads (the calling
     thread and a pool), each taking the next chunk when it is done with one; OpenBLAS runs on one
     thread meanwhile. Returns when all are done.
@@ -144,8 +146,9 @@ def _run_in_threads(run_items, n_items, n_chunks):
     (rather than a fixed share each) keeps the other threads busy when one is slowed, e.g. by
     NumPy's OpenBLAS threads, which spin for a while after each matrix product (see the README).
     """
-    n_chunks = max(1, min(n_chunks, n_items))
-    bounds = [n_items * chunk // n_chunks for chunk in range(n_chunks + 1)]
+    groups = n_items // align
+    n_chunks = max(1, min(n_chunks, groups))
+    bounds = [align * (groups * chunk // n_chunks) for chunk in range(n_chunks + 1)]
     chunks = iter(range(n_chunks))  # next() on it is atomic under the GIL
 
     def run_chunks(thread):
@@ -266,21 +269,27 @@ def attention_backward(q, k, v, out, lse, dout, scale, causal, mask=None, bias=N
     out_dot_dout = np.einsum("nle,nle->nl", out, dout)  # (N, L), D = rowsum(dout * out)
     dk = _empty((batch, key_len, head_dim), q.dtype)  # (N, S, E)
     dv = _empty((batch, key_len, value_dim), q.dtype)  # (N, S, Ev)
-    n_items = batch * -(-key_len // KEY_BLOCK)
-    n_chunks = min(n_items, _chunk_count(q.shape, k.shape, v.shape))
-    # Every key block adds into all rows of dq[n]: each thread sums into its own copy.
-    dq_per_thread = np.zeros((_thread_count(n_chunks), batch, q_len, head_dim),
-                             q.dtype)  # (threads, N, L, E)
+    n_key_blocks = -(-key_len // KEY_BLOCK)
+    n_chunks = min(batch * n_key_blocks, _chunk_count(q.shape, k.shape, v.shape))
+    # Every key block adds into all rows of dq[n]. With a problem or more per chunk, chunks
+    # hold whole problems and share one dq; otherwise each thread adds into its own copy.
+    whole_problems = batch >= n_chunks
+    copies = 1 if whole_problems else _thread_count(n_chunks)
+    dq_sums = np.zeros((copies, batch, q_len, head_dim), q.dtype)  # (copies, N, L, E)
     scale_ = q.dtype.type(scale)
 
     def run_items(thread, first_item, stop_item):
         _backward_kernel(q, k, v, lse, dout, out_dot_dout, scale_, bool(causal), mask,
                          has_mask, bias, has_bias, QUERY_BLOCK, KEY_BLOCK, first_item,
-                         stop_item, dq_per_thread[thread], dk, dv)
+                         stop_item, dq_sums[0 if whole_problems else thread], dk, dv)
 
-    _run_in_threads(run_items, n_items, n_chunks)
-    dq = _empty((batch, q_len, head_dim), q.dtype)  # (N, L, E)
-    np.sum(dq_per_thread, axis=0, out=dq)
+    _run_in_threads(run_items, batch * n_key_blocks, n_chunks,
+                    n_key_blocks if whole_problems else 1)
+    if whole_problems:
+        dq = dq_sums[0]
+    else:
+        dq = _empty((batch, q_len, head_dim), q.dtype)  # (N, L, E)
+        np.sum(dq_sums, axis=0, out=dq)
     dq *= scale
     return dq, dk, dv
 

@@ -199,9 +199,12 @@ def test_every_output_element_is_written(monkeypatch, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_work_shared_among_threads(monkeypatch, dtype):
+@pytest.mark.parametrize("batch, q_len, key_len", [(3, 45, 30), (30, 9, 7)])
+def test_work_shared_among_threads(monkeypatch, dtype, batch, q_len, key_len):
     """Work cut into many chunks taken by three threads (more than this machine may have) gives
-    the reference results, with every output element written."""
+    the reference results, with every output element written: with few problems (the
+    backward's threads add into their own copies of dq) and with more problems than chunks
+    (chunks hold whole problems and share one dq)."""
     monkeypatch.setattr(cpu_attention, "_empty",
                         lambda shape, dtype: np.full(shape, np.nan, dtype))
     monkeypatch.setattr(cpu_attention, "QUERY_BLOCK", 4)
@@ -209,9 +212,9 @@ def test_work_shared_among_threads(monkeypatch, dtype):
     monkeypatch.setattr(cpu_attention, "MIN_WORK_PER_CHUNK", 1)
     monkeypatch.setattr(cpu_attention, "cpu_cores", lambda: 3)
     rng = np.random.default_rng(5)
-    q, k, v, dout = random_inputs(rng, 3, 45, 30, 8, 5, dtype)
+    q, k, v, dout = random_inputs(rng, batch, q_len, key_len, 8, 5, dtype)
     assert cpu_attention._chunk_count(q.shape, k.shape, v.shape) == 24
-    mask = make_mask("random", rng, 3, 45, 30)
+    mask = make_mask("random", rng, batch, q_len, key_len)
     for causal in (False, True):
         out, lse, grads = run_and_compare(q, k, v, dout, 0.3, causal, mask)
         for result in (out, lse, *grads):
