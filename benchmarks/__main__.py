@@ -114,7 +114,8 @@ def run(args) -> dict:
                                memory=not args.no_memory)
     threads = args.threads or ([usable_cpus()] if args.quick else
                                list(dict.fromkeys([1, usable_cpus()])))
-    result = {"environment": environment(args.device[-1], torch_module),
+    result = {"environment": environment("cuda" if "cuda" in args.device else "cpu",
+                                         torch_module),
               "settings": {"argv": sys.argv[1:], "suites": args.suite, "devices": args.device,
                            "threads": threads, "quick": args.quick, "smallest": args.smallest,
                            "repeats": settings.repeats, "warmup": settings.warmup,

@@ -63,6 +63,7 @@ from tinynlm.nn import functional as F
 
 from . import runner
 from .environment import environment, format_environment, numpy_blas_threads
+from .report import render_table
 from .runner import is_out_of_memory, release_cached_memory
 from .timing import measure_side_by_side
 
@@ -409,18 +410,6 @@ def format_targets(lines) -> str:
     return render_table(["target", "case", "measured", "verdict"],
                    [[line["target"], line["case"], line["measured"], verdicts[line["passed"]]]
                     for line in lines])
-
-
-def render_table(headers, lines) -> str:
-    """Rows of text cells as left-aligned columns under their headers."""
-    widths = [max(len(header), *(len(line[i]) for line in lines)) if lines else len(header)
-              for i, header in enumerate(headers)]
-
-    def render(cells):
-        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
-
-    return "\n".join([render(headers), render(["-" * width for width in widths])]
-                     + [render(line) for line in lines])
 
 
 def _time_cell(result, with_iqr=False) -> str:

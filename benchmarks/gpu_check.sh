@@ -13,7 +13,11 @@
 #   gpu-tests         the other tests with a cuda parameter or cuda/gpu in their name
 #                     (the `device` fixture's "cuda" case, test_gpu_matches_cpu, ...)
 #   attention         python3 -m benchmarks.attention --device cuda  -> attention.json
-#   training          python3 -m benchmarks.gpu_check training       -> training.json
+#   train             python3 -m benchmarks --suite train --device cuda,cpu (the training steps
+#                     of a GPT and an LSTM LM on both, the scaled-up GPT on cuda; PyTorch too
+#                     where it imports)                               -> train.json
+#   ops-layers        python3 -m benchmarks --suite ops,layers --device cuda --quick
+#                                                                     -> ops-layers.json
 # Each stage's output goes to RESULTS_DIR/<stage>.log, its exit status and duration to
 # RESULTS_DIR/stages.jsonl; the summary tables (python3 -m benchmarks.gpu_check summary) are
 # printed last. Exit status: 0 when every stage passed, 1 when one failed, 2 without a GPU.
@@ -98,10 +102,12 @@ run_stage gpu-kernel-tests 80 python3 -m benchmarks.gpu_check pytest "${PYTEST_O
 run_stage gpu-tests 100 python3 -m benchmarks.gpu_check pytest "${PYTEST_OPTIONS[@]}" \
   --junitxml="$RESULTS/gpu-tests.xml" tests --ignore=tests/kernels \
   -k "(cuda or gpu) and not simulator"
-run_stage attention 170 python3 -m benchmarks.attention --device cuda --repeats 5 \
+run_stage attention 130 python3 -m benchmarks.attention --device cuda --repeats 5 \
   --json "$RESULTS/attention.json"
-run_stage training 90 python3 -m benchmarks.gpu_check training --devices cuda,cpu \
-  --json "$RESULTS/training.json"
+run_stage train 100 python3 -m benchmarks --suite train --device cuda,cpu --threads "$(nproc)" \
+  --repeats 5 --json "$RESULTS/train.json"
+run_stage ops-layers 40 python3 -m benchmarks --suite ops,layers --device cuda --quick \
+  --json "$RESULTS/ops-layers.json"
 
 echo
 timeout "$SUMMARY_SECONDS" python3 -m benchmarks.gpu_check summary "$RESULTS" \

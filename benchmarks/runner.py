@@ -215,7 +215,8 @@ def measure_workload(workload: Workload, device: str, threads: int | None, torch
     module docstring). ``threads`` is recorded in the rows (the caller pins it)."""
     steps, failures = {}, {}
     for variant in workload.variants:
-        if variant.name == "torch" and torch_module is None:
+        if variant.name == "torch" and (torch_module is None or device == "cuda"
+                                        and not torch_module.cuda.is_available()):
             continue
         try:
             step = variant.build(device, torch_module)

@@ -23,13 +23,14 @@ its own copy and the copies are summed at the end (race-free; ``threads * N * L 
 unless there are enough problems that every thread's chunks can hold whole problems.
 
 Threads. A long call's work items are cut into chunks of consecutive items, which the calling
-thread and a small pool take one at a time until none is left (``_run_in_threads``), up to one
-thread per core; the compiled kernels release the GIL. Short calls run on the calling thread.
+thread and a small pool take one at a time until none is left, up to one thread per core
+(``cpu_parallel.run_in_threads``); the compiled kernels release the GIL. Short calls run on the
+calling thread.
 
 A query that sees no key gets ``out = 0``, ``lse = -inf`` and zero gradients. Work items hold at
 most a few ``QUERY_BLOCK x KEY_BLOCK`` tiles, so the extra memory grows with the lengths, not with
 their product. Float32 is computed in float32 (float32 BLAS), float64 in float64. OpenBLAS is
-held to one thread while a kernel runs (see ``_single_threaded_blas``).
+held to one thread while a kernel runs (see ``cpu_parallel.single_threaded_blas``).
 
 Masks and biases may be broadcast views (zero strides, e.g. a key-padding mask broadcast from
 ``(N, 1, S)``): the wrappers cut each zero-stride axis to length 1 and the kernels read such an
@@ -38,18 +39,14 @@ dummy and a flag, and all inputs are passed as read-only views, so each kernel i
 per dtype, on its first call (several seconds), and cached on disk for later processes.
 """
 
-import concurrent.futures
-import contextlib
-import ctypes
-import functools
 import math
-import threading
 
 import numba
 import numpy as np
 
 from . import cpu_cores
 from .cpu_math import exp_in_place
+from .cpu_parallel import run_in_threads
 
 # 128 x 128 tiles were the fastest of 32..256 measured on one thread (float32, E = 64 and 128, L = S
 # = 256 and 1024): 64 x 64 took 7-25% longer, 32 x 32 40-50% longer (OpenBLAS is slow on small
@@ -59,65 +56,12 @@ QUERY_BLOCK = 128
 KEY_BLOCK = 128
 
 
-@functools.cache
-def _openblas_thread_functions():
-    """OpenBLAS's (get, set) thread-count functions behind Numba's ``np.dot``, or None.
-
-    Numba's ``np.dot`` calls the BLAS that ``scipy.linalg.cython_blas`` links; looking the
-    functions up through that module finds them in that BLAS. SciPy's wheels rename OpenBLAS's
-    symbols with a ``scipy_`` prefix.
-    """
-    from scipy.linalg import cython_blas
-
-    blas = ctypes.CDLL(cython_blas.__file__)
-    for prefix in ("scipy_openblas", "openblas"):
-        get_threads = getattr(blas, f"{prefix}_get_num_threads", None)
-        set_threads = getattr(blas, f"{prefix}_set_num_threads", None)
-        if get_threads is not None and set_threads is not None:
-            return get_threads, set_threads
-    return None
-
-
-_BLAS_THREADS_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _single_threaded_blas():
-    """Run the block with OpenBLAS on one thread, then restore its thread count.
-
-    The kernels call BLAS from every Numba thread. Left alone, OpenBLAS also splits each tile
-    product above its size threshold (m * n * k > 2**18, e.g. 128 x 128 x 64) over its own
-    threads, and the two thread pools fighting over the cores made the kernels 10-20x slower.
-    The setting is process-wide (so is OpenBLAS's ``openblas_set_num_threads_local`` in its
-    pthreads builds): calls from several Python threads take turns, so that none restores the
-    count while another still runs.
-    """
-    functions = _openblas_thread_functions()
-    if functions is None:
-        yield
-        return
-    get_threads, set_threads = functions
-    with _BLAS_THREADS_LOCK:
-        previous = get_threads()
-        set_threads(1)
-        try:
-            yield
-        finally:
-            set_threads(previous)
-
-
 # A chunk of a call should be worth more than handing it to a thread (tens of microseconds): at
 # least this many multiply-adds in the score products (about 0.1 ms on one core).
 MIN_WORK_PER_CHUNK = 2**22
 # Chunks per thread: enough that a thread slowed by other work on its core (see
-# _run_in_threads) leaves little for the others to wait on.
+# cpu_parallel.run_in_threads) leaves little for the others to wait on.
 CHUNKS_PER_THREAD = 8
-
-
-@functools.cache
-def _thread_pool(workers):
-    """The helper threads of :func:`_run_in_threads`, made once per size."""
-    return concurrent.futures.ThreadPoolExecutor(workers, "tinynlm-attention")
 
 
 def _chunk_count(q_shape, k_shape, v_shape):
@@ -131,42 +75,6 @@ def _chunk_count(q_shape, k_shape, v_shape):
 def _thread_count(n_chunks):
     """The threads that share ``n_chunks`` chunks: one per core, at most one per chunk."""
     return min(cpu_cores(), n_chunks)
-
-
-def _run_in_threads(run_items, n_items, n_chunks, align=1):
-    """Run work items ``0 .. n_items - 1`` as ``n_chunks`` runs of consecutive items (starting
-    at multiples of ``align``, which divides ``n_items``), calling
-    ``run_items(thread, first_item, stop_item)`` on up to ``cpu_cores()`` threads (the calling
-    thread and a pool), each taking the next chunk when it is done with one; OpenBLAS runs on one
-    thread meanwhile. Returns when all are done.
-
-    The compiled kernels release the GIL, so the threads run in parallel. Python threads rather
-    than Numba's ``prange``: Numba's workers spin between parallel regions and fought OpenBLAS's
-    for the cores, and compiling for them took several times as long. Taking chunks as they come
-    (rather than a fixed share each) keeps the other threads busy when one is slowed, e.g. by
-    NumPy's OpenBLAS threads, which spin for a while after each matrix product (see the README).
-    """
-    groups = n_items // align
-    n_chunks = max(1, min(n_chunks, groups))
-    bounds = [align * (groups * chunk // n_chunks) for chunk in range(n_chunks + 1)]
-    chunks = iter(range(n_chunks))  # next() on it is atomic under the GIL
-
-    def run_chunks(thread):
-        for chunk in chunks:
-            run_items(thread, bounds[chunk], bounds[chunk + 1])
-
-    n_threads = _thread_count(n_chunks)
-    with _single_threaded_blas():
-        if n_threads == 1:
-            run_chunks(0)
-            return
-        pool = _thread_pool(n_threads - 1)
-        others = [pool.submit(run_chunks, thread) for thread in range(1, n_threads)]
-        try:
-            run_chunks(0)
-        finally:
-            for share in others:
-                share.result()
 
 
 def _empty(shape, dtype):
@@ -239,7 +147,7 @@ def attention_forward(q, k, v, scale, causal, mask=None, bias=None):
         _forward_kernel(q, k, v, scale, bool(causal), mask, has_mask, bias, has_bias,
                         QUERY_BLOCK, KEY_BLOCK, first_item, stop_item, out, lse)
 
-    _run_in_threads(run_items, batch * -(-q_len // QUERY_BLOCK),
+    run_in_threads(run_items, batch * -(-q_len // QUERY_BLOCK),
                     _chunk_count(q.shape, k.shape, v.shape))
     return out, lse
 
@@ -283,7 +191,7 @@ def attention_backward(q, k, v, out, lse, dout, scale, causal, mask=None, bias=N
                          has_mask, bias, has_bias, QUERY_BLOCK, KEY_BLOCK, first_item,
                          stop_item, dq_sums[0 if whole_problems else thread], dk, dv)
 
-    _run_in_threads(run_items, batch * n_key_blocks, n_chunks,
+    run_in_threads(run_items, batch * n_key_blocks, n_chunks,
                     n_key_blocks if whole_problems else 1)
     if whole_problems:
         dq = dq_sums[0]

@@ -1,24 +1,25 @@
-"""LSTM and GRU cell kernels on the CPU (Numba): one time step's gate arithmetic, forward and
-backward, in one pass over the batch rows.
+"""LSTM and GRU layers on the CPU (Numba): the whole loop over time of one layer in one
+direction, forward and backward, as compiled code.
 
-``tinynlm.ops.recurrence.Recurrence`` runs a recurrent layer's loop over time; each step is a
-BLAS product ``h @ W_hh.T`` and then the gates. In NumPy the gates take a dozen calls and
-temporaries per step (about 300 microseconds at batch 32, hidden 256, more than the product);
-here they take one call. Gate orders are PyTorch's (LSTM i, f, g, o; GRU r, z, n) and all arrays
-are C-contiguous, (B, G*H) for gates and (B, H) for states.
+``tinynlm.ops.recurrence.Recurrence`` calls these for a recurrent layer. Each step is a BLAS
+product ``h @ W_hh.T`` (``np.dot`` inside the compiled loop) and the gate arithmetic in one pass
+over the batch rows: in NumPy the gates alone took a dozen calls and temporaries per step. The
+batch rows are independent, so long enough calls split them into blocks that run on all cores
+at once (:func:`~tinynlm.kernels.cpu_parallel.run_in_threads`), each block stepping through
+time on its own: no synchronisation per step, and BLAS on one thread per block. Gate orders are
+PyTorch's (LSTM i, f, g, o; GRU r, z, n).
 
 float32 computes ``exp`` with the vectorised polynomial of :mod:`tinynlm.kernels.cpu_math`
 (sigmoid ``1 / (1 + exp(-x))``, tanh ``2 sigmoid(2x) - 1``: absolute error about 1e-7);
-float64 uses libm. Rows are spread over threads with ``numba.prange`` when the kernels have
-more than one thread (``tinynlm.kernels.CPU_THREADS``).
+float64 uses libm.
 
 >>> import numpy as np
->>> gates = np.zeros((1, 4), np.float32)          # H = 1: i, f, g, o pre-activations
->>> c_prev = np.ones((1, 1), np.float32)
->>> c, tanh_c, h = (np.empty((1, 1), np.float32) for _ in range(3))
->>> lstm_cell_forward(gates, c_prev, c, tanh_c, h)
->>> gates.round(4).tolist(), c.tolist()            # sigmoid(0) = 0.5, tanh(0) = 0
-([[0.5, 0.5, 0.0, 0.5]], [[0.5]])
+>>> projected = np.zeros((2, 1, 4), np.float32)     # T = 2, B = 1, H = 1: i, f, g, o
+>>> h0, c0 = np.zeros((1, 1), np.float32), np.ones((1, 1), np.float32)
+>>> outputs, h_n, c_n, saved = lstm_forward(projected, h0, c0, np.zeros((4, 1), np.float32),
+...                                          reverse=False)
+>>> c_n.tolist(), [round(float(h), 4) for h in outputs.ravel()]  # h = 0.5 tanh(c)
+([[0.25]], [0.2311, 0.1225])
 """
 
 import math
@@ -26,8 +27,9 @@ import math
 import numba
 import numpy as np
 
-from . import cpu_kernel, cpu_threads
+from . import cpu_cores
 from .cpu_math import exp_in_place
+from .cpu_parallel import run_in_threads
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -58,13 +60,18 @@ def _tanh_in_place(values, bits):
             values[i] = math.tanh(values[i])
 
 
-@cpu_kernel
-def _lstm_forward(gates, c_prev, c_out, tanh_c_out, h_out):
-    batch, width = gates.shape
+# ----------------------------------------------------------------------------- one step
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _lstm_step(gates, c_prev, c_out, tanh_c_out, h_out):
+    """``gates`` (rows, 4H), the pre-activations, becomes the activated i, f, g, o; writes the
+    new cell, its tanh and the new h, each (rows, H)."""
+    rows, width = gates.shape
     hidden = width // 4
-    for b in numba.prange(batch):
+    bits = np.empty(width, np.int32)
+    for b in range(rows):
         row = gates[b]
-        bits = np.empty(width, np.int32)
         _sigmoid_in_place(row[:2 * hidden], bits)                  # i, f
         _tanh_in_place(row[2 * hidden:3 * hidden], bits)           # g
         _sigmoid_in_place(row[3 * hidden:], bits)                  # o
@@ -76,11 +83,13 @@ def _lstm_forward(gates, c_prev, c_out, tanh_c_out, h_out):
             h_out[b, j] = row[3 * hidden + j] * tanh_c_out[b, j]
 
 
-@cpu_kernel
-def _lstm_backward(gates, c_prev, tanh_c, dh, dc, grad_gates):
-    batch, width = gates.shape
+@numba.njit(cache=True, error_model="numpy")
+def _lstm_step_backward(gates, c_prev, tanh_c, dh, dc, grad_gates):
+    """From the gradients ``dh``, ``dc`` by the step's new h and c: the gradients by its
+    pre-activations into ``grad_gates``, and ``dc`` becomes the gradient by ``c_prev``."""
+    rows, width = gates.shape
     hidden = width // 4
-    for b in numba.prange(batch):
+    for b in range(rows):
         for j in range(hidden):
             i, f = gates[b, j], gates[b, hidden + j]
             g, o = gates[b, 2 * hidden + j], gates[b, 3 * hidden + j]
@@ -93,13 +102,15 @@ def _lstm_backward(gates, c_prev, tanh_c, dh, dc, grad_gates):
             dc[b, j] = d_cell * f
 
 
-@cpu_kernel
-def _gru_forward(gates, input_new, hidden_new, h_prev, h_out):
-    batch, width = gates.shape
+@numba.njit(cache=True, error_model="numpy")
+def _gru_step(gates, input_new, hidden_new, h_prev, h_out):
+    """``gates`` (rows, 3H) holds the summed pre-activations of r and z and becomes r, z, n;
+    ``input_new`` / ``hidden_new`` are the two sides' n parts; writes the new h."""
+    rows, width = gates.shape
     hidden = width // 3
-    for b in numba.prange(batch):
+    bits = np.empty(width, np.int32)
+    for b in range(rows):
         row = gates[b]
-        bits = np.empty(width, np.int32)
         _sigmoid_in_place(row[:2 * hidden], bits)                  # r, z
         for j in range(hidden):
             row[2 * hidden + j] = input_new[b, j] + row[j] * hidden_new[b, j]
@@ -109,12 +120,14 @@ def _gru_forward(gates, input_new, hidden_new, h_prev, h_out):
             h_out[b, j] = n + row[hidden + j] * (h_prev[b, j] - n)
 
 
-@cpu_kernel
-def _gru_backward(gates, hidden_new, h_prev, dh, grad_input_gates, grad_hidden_gates,
-                  dh_direct):
-    batch, width = gates.shape
+@numba.njit(cache=True, error_model="numpy")
+def _gru_step_backward(gates, hidden_new, h_prev, dh, grad_input_gates, grad_hidden_gates,
+                       dh_direct):
+    """The gradients by the input side's pre-activations, by the hidden side's (whose n part
+    is r times the input side's) and ``dh * z``, the part by ``h_prev`` not through W_hh."""
+    rows, width = gates.shape
     hidden = width // 3
-    for b in numba.prange(batch):
+    for b in range(rows):
         for j in range(hidden):
             r, z, n = gates[b, j], gates[b, hidden + j], gates[b, 2 * hidden + j]
             d_h = dh[b, j]
@@ -130,38 +143,186 @@ def _gru_backward(gates, hidden_new, h_prev, dh, grad_input_gates, grad_hidden_g
             dh_direct[b, j] = d_h * z
 
 
-@cpu_threads
-def lstm_cell_forward(gates, c_prev, c_out, tanh_c_out, h_out):
-    """One LSTM step: ``gates`` (B, 4H) holds the pre-activations ``x W_ih^T + h W_hh^T + b``
-    and is overwritten with the activated gates i, f, g, o; writes the new cell ``c_out``,
-    its tanh ``tanh_c_out`` and the new hidden state ``h_out``, each (B, H)."""
-    _lstm_forward(gates, c_prev, c_out, tanh_c_out, h_out)
+# ----------------------------------------------------------------------------- whole sequences
+# Each runs batch rows first..stop-1 through every step; arrays are (T, B, ...) and (B, ...).
 
 
-@cpu_threads
-def lstm_cell_backward(gates, c_prev, tanh_c, dh, dc, grad_gates):
-    """The backward of one LSTM step: from the activated ``gates`` (B, 4H), the previous cell
-    ``c_prev``, ``tanh_c`` and the gradients ``dh`` by the new h and ``dc`` by the new c
-    (each (B, H)), writes the gradients by the pre-activations into ``grad_gates`` (B, 4H) and
-    overwrites ``dc`` with the gradient by ``c_prev``."""
-    _lstm_backward(gates, c_prev, tanh_c, dh, dc, grad_gates)
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _lstm_rows_forward(projected, h0, c0, weight_hh_t, reverse, first, stop, gates, c_prev,
+                       tanh_c, h_prev, outputs, c_last):
+    steps, width = projected.shape[0], projected.shape[2]
+    rows = stop - first
+    h = h0[first:stop].copy()                                           # (rows, H)
+    c = c0[first:stop].copy()                                           # (rows, H)
+    recurrent = np.empty((rows, width), projected.dtype)                # (rows, 4H)
+    for step in range(steps):
+        t = steps - 1 - step if reverse else step
+        h_prev[t, first:stop] = h
+        c_prev[t, first:stop] = c
+        np.dot(h, weight_hh_t, recurrent)
+        step_gates = gates[t, first:stop]
+        for b in range(rows):
+            for j in range(width):
+                step_gates[b, j] = projected[t, first + b, j] + recurrent[b, j]
+        _lstm_step(step_gates, c_prev[t, first:stop], c, tanh_c[t, first:stop],
+                   outputs[t, first:stop])
+        h[:] = outputs[t, first:stop]
+    c_last[first:stop] = c
 
 
-@cpu_threads
-def gru_cell_forward(gates, input_new, hidden_new, h_prev, h_out):
-    """One GRU step: ``gates`` (B, 3H) holds the summed pre-activations of r and z in its first
-    2H columns and is overwritten with r, z and n; ``input_new`` is the input's n part ``x
-    W_in^T + b_in`` and ``hidden_new`` the hidden side's ``h W_hn^T + b_hn``, each (B, H);
-    writes ``h_out = (1 - z) n + z h_prev``."""
-    _gru_forward(gates, input_new, hidden_new, h_prev, h_out)
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _lstm_rows_backward(gates, c_prev, tanh_c, grad_outputs, grad_h, grad_c, weight_hh, reverse,
+                        first, stop, grad_gates, grad_h0, grad_c0):
+    steps = gates.shape[0]
+    dh = grad_h[first:stop].copy()                                      # (rows, H)
+    dc = grad_c[first:stop].copy()                                      # (rows, H)
+    for step in range(steps):
+        t = step if reverse else steps - 1 - step
+        dh += grad_outputs[t, first:stop]
+        _lstm_step_backward(gates[t, first:stop], c_prev[t, first:stop], tanh_c[t, first:stop],
+                            dh, dc, grad_gates[t, first:stop])
+        np.dot(grad_gates[t, first:stop], weight_hh, dh)                # (rows, H)
+    grad_h0[first:stop] = dh
+    grad_c0[first:stop] = dc
 
 
-@cpu_threads
-def gru_cell_backward(gates, hidden_new, h_prev, dh, grad_input_gates, grad_hidden_gates,
-                      dh_direct):
-    """The backward of one GRU step from ``gates`` (r, z, n), ``hidden_new`` and ``h_prev``:
-    the gradients by the input side's pre-activations (B, 3H), by the hidden side's (whose n
-    part is r times the input side's) and ``dh_direct = dh * z``, the part of the gradient by
-    ``h_prev`` that does not pass through ``W_hh``."""
-    _gru_backward(gates, hidden_new, h_prev, dh, grad_input_gates, grad_hidden_gates,
-                  dh_direct)
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _gru_rows_forward(projected, h0, weight_hh_t, hidden_bias, reverse, first, stop, gates,
+                      hidden_new, h_prev, outputs):
+    steps, width = projected.shape[0], projected.shape[2]
+    rows, hidden = stop - first, width // 3
+    h = h0[first:stop].copy()                                           # (rows, H)
+    recurrent = np.empty((rows, width), projected.dtype)                # (rows, 3H)
+    input_new = np.empty((rows, hidden), projected.dtype)               # (rows, H)
+    for step in range(steps):
+        t = steps - 1 - step if reverse else step
+        h_prev[t, first:stop] = h
+        np.dot(h, weight_hh_t, recurrent)
+        step_gates, step_new = gates[t, first:stop], hidden_new[t, first:stop]
+        for b in range(rows):
+            for j in range(2 * hidden):
+                step_gates[b, j] = projected[t, first + b, j] + recurrent[b, j] + hidden_bias[j]
+            for j in range(hidden):
+                step_new[b, j] = recurrent[b, 2 * hidden + j] + hidden_bias[2 * hidden + j]
+                input_new[b, j] = projected[t, first + b, 2 * hidden + j]
+        _gru_step(step_gates, input_new, step_new, h_prev[t, first:stop], outputs[t, first:stop])
+        h[:] = outputs[t, first:stop]
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _gru_rows_backward(gates, hidden_new, h_prev, grad_outputs, grad_h, weight_hh, reverse, first,
+                       stop, grad_projected, grad_gates, grad_h0):
+    steps = gates.shape[0]
+    dh = grad_h[first:stop].copy()                                      # (rows, H)
+    dh_direct = np.empty_like(dh)
+    for step in range(steps):
+        t = step if reverse else steps - 1 - step
+        dh += grad_outputs[t, first:stop]
+        _gru_step_backward(gates[t, first:stop], hidden_new[t, first:stop], h_prev[t, first:stop],
+                           dh, grad_projected[t, first:stop], grad_gates[t, first:stop],
+                           dh_direct)
+        np.dot(grad_gates[t, first:stop], weight_hh, dh)                # (rows, H)
+        dh += dh_direct
+    grad_h0[first:stop] = dh
+
+
+# ----------------------------------------------------------------------------- the API
+
+# A block of rows should be worth more than waking a thread: at least this many multiply-adds
+# in its recurrent products over the sequence.
+MIN_WORK_PER_BLOCK = 2**22
+
+
+def _contiguous(*arrays):
+    return [np.ascontiguousarray(array) for array in arrays]
+
+
+def _run_blocks(run_rows, batch, steps, width, hidden):
+    """``run_rows(thread, first, stop)`` over blocks of batch rows, one per core for long calls."""
+    blocks = max(1, min(cpu_cores(), batch, steps * batch * width * hidden // MIN_WORK_PER_BLOCK))
+    run_in_threads(run_rows, batch, blocks)
+
+
+def lstm_forward(projected, h0, c0, weight_hh, reverse):
+    """An LSTM layer over a sequence: ``projected`` (T, B, 4H) is ``x W_ih^T + b_ih + b_hh``,
+    ``h0`` and ``c0`` (B, H) the initial state, ``weight_hh`` (4H, H). Returns the outputs
+    (T, B, H), the final h and c (B, H), and what the backward needs: ``saved`` = (activated
+    gates (T, B, 4H), each step's c before it, tanh of its new c, its h before it), the last
+    being ``h_prev`` (T, B, H), which the caller uses for the weight's gradient."""
+    projected, h0, c0, weight_hh = _contiguous(projected, h0, c0, weight_hh)
+    steps, batch, width = projected.shape
+    hidden = width // 4
+    weight_hh_t = np.ascontiguousarray(weight_hh.T)                     # (H, 4H)
+    gates = np.empty_like(projected)
+    c_prev, tanh_c, h_prev, outputs = (np.empty((steps, batch, hidden), projected.dtype)
+                                       for _ in range(4))
+    c_last = np.empty_like(c0)
+
+    def run_rows(thread, first, stop):
+        _lstm_rows_forward(projected, h0, c0, weight_hh_t, reverse, first, stop, gates, c_prev,
+                           tanh_c, h_prev, outputs, c_last)
+
+    _run_blocks(run_rows, batch, steps, width, hidden)
+    h_last = outputs[0 if reverse else steps - 1].copy()
+    return outputs, h_last, c_last, (gates, c_prev, tanh_c, h_prev)
+
+
+def lstm_backward(saved, weight_hh, reverse, grad_outputs, grad_h, grad_c):
+    """The backward of :func:`lstm_forward`: from the gradients by its outputs, final h and
+    final c, returns the gradients by ``projected`` (T, B, 4H) (also the recurrent product's,
+    for the weight's gradient), by ``h0`` and by ``c0``."""
+    gates, c_prev, tanh_c, _ = saved
+    weight_hh, grad_outputs, grad_h, grad_c = _contiguous(
+        weight_hh, grad_outputs, grad_h.astype(gates.dtype, copy=False),
+        grad_c.astype(gates.dtype, copy=False))
+    steps, batch, width = gates.shape
+    grad_gates = np.empty_like(gates)
+    grad_h0, grad_c0 = np.empty_like(grad_h), np.empty_like(grad_c)
+
+    def run_rows(thread, first, stop):
+        _lstm_rows_backward(gates, c_prev, tanh_c, grad_outputs, grad_h, grad_c, weight_hh,
+                            reverse, first, stop, grad_gates, grad_h0, grad_c0)
+
+    _run_blocks(run_rows, batch, steps, width, width // 4)
+    return grad_gates, grad_gates, grad_h0, grad_c0  # the input and recurrent sides agree
+
+
+def gru_forward(projected, h0, weight_hh, hidden_bias, reverse):
+    """A GRU layer over a sequence: ``projected`` (T, B, 3H) is ``x W_ih^T + b_ih``, ``h0``
+    (B, H), ``weight_hh`` (3H, H), ``hidden_bias`` ``b_hh`` (3H). Returns the outputs (T, B,
+    H), the final h and ``saved`` = (r, z, n (T, B, 3H), each step's ``h W_hn^T + b_hn`` (T, B,
+    H), its h before it)."""
+    projected, h0, weight_hh, hidden_bias = _contiguous(projected, h0, weight_hh, hidden_bias)
+    steps, batch, width = projected.shape
+    hidden = width // 3
+    weight_hh_t = np.ascontiguousarray(weight_hh.T)                     # (H, 3H)
+    gates = np.empty_like(projected)
+    hidden_new, h_prev, outputs = (np.empty((steps, batch, hidden), projected.dtype)
+                                   for _ in range(3))
+
+    def run_rows(thread, first, stop):
+        _gru_rows_forward(projected, h0, weight_hh_t, hidden_bias, reverse, first, stop, gates,
+                          hidden_new, h_prev, outputs)
+
+    _run_blocks(run_rows, batch, steps, width, hidden)
+    h_last = outputs[0 if reverse else steps - 1].copy()
+    return outputs, h_last, (gates, hidden_new, h_prev)
+
+
+def gru_backward(saved, weight_hh, reverse, grad_outputs, grad_h):
+    """The backward of :func:`gru_forward`: returns the gradients by ``projected`` (T, B, 3H),
+    by the recurrent product ``h W_hh^T + b_hh`` (T, B, 3H; for the weight's and the bias's
+    gradients) and by ``h0``."""
+    gates, hidden_new, h_prev = saved
+    weight_hh, grad_outputs, grad_h = _contiguous(weight_hh, grad_outputs,
+                                                  grad_h.astype(gates.dtype, copy=False))
+    steps, batch, width = gates.shape
+    grad_projected, grad_gates = np.empty_like(gates), np.empty_like(gates)
+    grad_h0 = np.empty_like(grad_h)
+
+    def run_rows(thread, first, stop):
+        _gru_rows_backward(gates, hidden_new, h_prev, grad_outputs, grad_h, weight_hh, reverse,
+                           first, stop, grad_projected, grad_gates, grad_h0)
+
+    _run_blocks(run_rows, batch, steps, width, width // 3)
+    return grad_projected, grad_gates, grad_h0

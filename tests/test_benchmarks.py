@@ -144,24 +144,23 @@ def test_gpu_check_script_is_valid_bash():
 def test_gpu_check_summary_reads_the_results(tmp_path):
     from benchmarks import gpu_check
 
-    assert {case.name for case in gpu_check.TRAINING_CASES} == {"gpt-small", "lstm",
-                                                                "gpt-512x6"}
     stages = [{"stage": "gpu-tests", "exit_code": 124, "seconds": 101, "limit_s": 100,
                "log": "gpu-tests.log", "reason": ""},
-              {"stage": "training", "exit_code": 0, "seconds": 40, "limit_s": 90,
-               "log": "training.log", "reason": ""}]
+              {"stage": "train", "exit_code": 0, "seconds": 40, "limit_s": 90,
+               "log": "train.log", "reason": ""}]
     (tmp_path / "stages.jsonl").write_text("".join(json.dumps(stage) + "\n" for stage in stages))
-    step = {"model": "gpt-small", "fused": True, "batch": 16, "seq_len": 128, "status": "ok",
-            "tokens_per_s": 1000.0, "peak_extra_bytes": None}
-    rows = [{**step, "device": "cuda", "step_ms": 50.0, "peak_extra_bytes": 2**30},
-            {**step, "device": "cpu", "step_ms": 100.0}]
-    (tmp_path / "training.json").write_text(json.dumps({"rows": rows}))
+    row = {"suite": "train", "workload": "gpt", "threads": None, "variant": "fused",
+           "baseline": "composed", "status": "ok", "iqr_s": 0.001, "params": {}}
+    rows = [{**row, "device": "cuda", "median_s": 0.05},
+            {**row, "device": "cpu", "threads": 2, "median_s": 0.1}]
+    (tmp_path / "train.json").write_text(json.dumps({"rows": rows, "targets": []}))
 
     summary = gpu_check.summarize(str(tmp_path))
 
     assert "TIMED OUT after 100 s" in summary
-    cuda_line = next(line for line in summary.splitlines() if line.startswith("gpt-small  cuda"))
-    assert "2.0x" in cuda_line and "1024" in cuda_line
+    assert "== train ==" in summary
+    speedups = summary.split("cuda speed-up over cpu")[1].splitlines()
+    assert next(line for line in speedups if line.startswith("gpt ")).split()[-1] == "2.0x"
 
 
 # ----------------------------------------------------------------------------- python -m benchmarks

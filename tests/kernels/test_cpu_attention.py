@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinynlm  # noqa: F401  (maps the source kernels/ folder to tinynlm.kernels)
-from tinynlm.kernels import cpu_attention
+from tinynlm.kernels import cpu_attention, cpu_parallel
 
 TOLERANCE = {np.float64: 1e-10, np.float32: 1e-5}
 
@@ -211,6 +211,7 @@ def test_work_shared_among_threads(monkeypatch, dtype, batch, q_len, key_len):
     monkeypatch.setattr(cpu_attention, "KEY_BLOCK", 4)
     monkeypatch.setattr(cpu_attention, "MIN_WORK_PER_CHUNK", 1)
     monkeypatch.setattr(cpu_attention, "cpu_cores", lambda: 3)
+    monkeypatch.setattr(cpu_parallel, "cpu_cores", lambda: 3)
     rng = np.random.default_rng(5)
     q, k, v, dout = random_inputs(rng, batch, q_len, key_len, 8, 5, dtype)
     assert cpu_attention._chunk_count(q.shape, k.shape, v.shape) == 24
@@ -263,12 +264,12 @@ def test_memory_grows_with_length_not_length_squared():
 
 def test_openblas_thread_count_is_restored():
     """The kernels run with OpenBLAS on one thread and leave its thread count as it was."""
-    functions = cpu_attention._openblas_thread_functions()
+    functions = cpu_parallel.openblas_thread_functions()
     if functions is None:
         pytest.skip("no OpenBLAS behind scipy.linalg.cython_blas")
     get_threads, _ = functions
     before = get_threads()
-    with cpu_attention._single_threaded_blas():
+    with cpu_parallel.single_threaded_blas():
         assert get_threads() == 1
     assert get_threads() == before
 

@@ -2,11 +2,13 @@
 
 Composed from core ops, a recurrent layer records about a dozen graph nodes per time step, and
 at language-model sizes their Python bookkeeping, not the arithmetic, sets the time. This op
-runs the same loop directly on arrays (NumPy or CuPy): each step is one BLAS product
-``h @ W_hh.T`` and the gate arithmetic, with what the backward needs stored per step; the
-backward runs the steps in reverse, and the weight's gradient is one product over all steps at
-the end. Double backward (``create_graph=True``) differentiates the composed reference, as the
-fused kernels do.
+runs the loop over time on arrays instead: each step is one BLAS product ``h @ W_hh.T`` and the
+gate arithmetic, with what the backward needs stored per step; the backward runs the steps in
+reverse, and the weight's gradient is one product over all steps at the end. On the CPU the
+loops are compiled (``tinynlm.kernels.cpu_recurrence``, found through ``dispatch.fused`` as
+``lstm`` and ``gru``); elsewhere, and for the Elman RNN, they are the array-op functions below,
+with the same arguments and results. Double backward (``create_graph=True``) differentiates the
+composed reference, as the fused kernels do.
 
 Inputs: ``projected`` (T, B, G*H), the inputs already projected by ``W_ih`` (with the biases
 that add there); the initial state ``h0`` (B, H) (and ``c0`` for an LSTM); ``weight_hh`` (G*H,
@@ -33,61 +35,134 @@ def _sigmoid(xp, x, out=None):
     return xp.reciprocal(out, out=out)
 
 
-# The gate arithmetic of one step in array ops, for devices without a cell kernel (the CPU has
-# Numba ones, ``tinynlm.kernels.cpu_recurrence``, with the same arguments and meaning).
+def _order(steps, reverse):
+    return range(steps - 1, -1, -1) if reverse else range(steps)
 
 
-def _lstm_cell_forward(xp, gates, c_prev, c_out, tanh_c_out, h_out):
+# ----------------------------------------------------------------------------- array-op loops
+# The same API as tinynlm.kernels.cpu_recurrence: forward(projected, h0, [c0,] weight_hh,
+# [hidden_bias,] reverse) -> (outputs, h_n, [c_n,] saved), saved[-1] being each step's h
+# before it; backward(saved, weight_hh, reverse, grad_outputs, grad_h, [grad_c]) ->
+# (grad_projected, grad_recurrent, grad_h0, [grad_c0]).
+
+
+def _lstm_forward(xp, projected, h0, c0, weight_hh, reverse):
+    steps, batch, width = projected.shape
+    hidden = width // 4
+    gates = xp.empty_like(projected)                                    # (T, B, 4H), activated
+    c_prev, tanh_c, h_prev, outputs = (xp.empty((steps, batch, hidden), projected.dtype)
+                                       for _ in range(4))
+    h, c = h0, c0
+    for t in _order(steps, reverse):
+        h_prev[t], c_prev[t] = h, c
+        step = gates[t]
+        xp.add(projected[t], h @ weight_hh.T, out=step)
+        _sigmoid(xp, step[:, :2 * hidden], out=step[:, :2 * hidden])            # i, f
+        xp.tanh(step[:, 2 * hidden:3 * hidden], out=step[:, 2 * hidden:3 * hidden])  # g
+        _sigmoid(xp, step[:, 3 * hidden:], out=step[:, 3 * hidden:])            # o
+        i, f = step[:, :hidden], step[:, hidden:2 * hidden]
+        g, o = step[:, 2 * hidden:3 * hidden], step[:, 3 * hidden:]
+        c = f * c + i * g
+        xp.tanh(c, out=tanh_c[t])
+        h = xp.multiply(o, tanh_c[t], out=outputs[t])
+    return outputs, h.copy(), c, (gates, c_prev, tanh_c, h_prev)
+
+
+def _lstm_backward(xp, saved, weight_hh, reverse, grad_outputs, grad_h, grad_c):
+    gates, c_prev, tanh_c, _ = saved
     hidden = c_prev.shape[-1]
-    _sigmoid(xp, gates[:, :2 * hidden], out=gates[:, :2 * hidden])            # i, f
-    xp.tanh(gates[:, 2 * hidden:3 * hidden], out=gates[:, 2 * hidden:3 * hidden])  # g
-    _sigmoid(xp, gates[:, 3 * hidden:], out=gates[:, 3 * hidden:])            # o
-    i, f = gates[:, :hidden], gates[:, hidden:2 * hidden]
-    g, o = gates[:, 2 * hidden:3 * hidden], gates[:, 3 * hidden:]
-    xp.add(f * c_prev, i * g, out=c_out)
-    xp.tanh(c_out, out=tanh_c_out)
-    xp.multiply(o, tanh_c_out, out=h_out)
+    grad_gates = xp.empty_like(gates)
+    dh, dc = grad_h.astype(gates.dtype), grad_c.astype(gates.dtype)     # (B, H), copies
+    for t in _order(gates.shape[0], reverse)[::-1]:
+        dh += grad_outputs[t]
+        i, f = gates[t, :, :hidden], gates[t, :, hidden:2 * hidden]
+        g, o = gates[t, :, 2 * hidden:3 * hidden], gates[t, :, 3 * hidden:]
+        step = grad_gates[t]
+        dc += dh * o * (1 - tanh_c[t] * tanh_c[t])
+        xp.multiply(dc * g, i * (1 - i), out=step[:, :hidden])
+        xp.multiply(dc * c_prev[t], f * (1 - f), out=step[:, hidden:2 * hidden])
+        xp.multiply(dc * i, 1 - g * g, out=step[:, 2 * hidden:3 * hidden])
+        xp.multiply(dh * tanh_c[t], o * (1 - o), out=step[:, 3 * hidden:])
+        dc *= f
+        dh = step @ weight_hh                                           # (B, H)
+    return grad_gates, grad_gates, dh, dc
 
 
-def _lstm_cell_backward(xp, gates, c_prev, tanh_c, dh, dc, grad_gates):
-    hidden = c_prev.shape[-1]
-    i, f = gates[:, :hidden], gates[:, hidden:2 * hidden]
-    g, o = gates[:, 2 * hidden:3 * hidden], gates[:, 3 * hidden:]
-    dc += dh * o * (1 - tanh_c * tanh_c)
-    xp.multiply(dc * g, i * (1 - i), out=grad_gates[:, :hidden])
-    xp.multiply(dc * c_prev, f * (1 - f), out=grad_gates[:, hidden:2 * hidden])
-    xp.multiply(dc * i, 1 - g * g, out=grad_gates[:, 2 * hidden:3 * hidden])
-    xp.multiply(dh * tanh_c, o * (1 - o), out=grad_gates[:, 3 * hidden:])
-    dc *= f
+def _gru_forward(xp, projected, h0, weight_hh, hidden_bias, reverse):
+    steps, batch, width = projected.shape
+    hidden = width // 3
+    gates = xp.empty_like(projected)                                    # (T, B, 3H): r, z, n
+    hidden_new, h_prev, outputs = (xp.empty((steps, batch, hidden), projected.dtype)
+                                   for _ in range(3))
+    h = h0
+    for t in _order(steps, reverse):
+        h_prev[t] = h
+        recurrent = h @ weight_hh.T + hidden_bias                       # (B, 3H)
+        hidden_new[t] = recurrent[:, 2 * hidden:]
+        step = gates[t]
+        xp.add(projected[t, :, :2 * hidden], recurrent[:, :2 * hidden], out=step[:, :2 * hidden])
+        _sigmoid(xp, step[:, :2 * hidden], out=step[:, :2 * hidden])            # r, z
+        r, z, n = step[:, :hidden], step[:, hidden:2 * hidden], step[:, 2 * hidden:]
+        xp.multiply(r, hidden_new[t], out=n)
+        n += projected[t, :, 2 * hidden:]
+        xp.tanh(n, out=n)
+        h = xp.add(n, z * (h - n), out=outputs[t])                      # (1 - z) n + z h
+    return outputs, h.copy(), (gates, hidden_new, h_prev)
 
 
-def _gru_cell_forward(xp, gates, input_new, hidden_new, h_prev, h_out):
+def _gru_backward(xp, saved, weight_hh, reverse, grad_outputs, grad_h):
+    gates, hidden_new, h_prev = saved
     hidden = h_prev.shape[-1]
-    _sigmoid(xp, gates[:, :2 * hidden], out=gates[:, :2 * hidden])            # r, z
-    r, z, n = gates[:, :hidden], gates[:, hidden:2 * hidden], gates[:, 2 * hidden:]
-    xp.multiply(r, hidden_new, out=n)
-    n += input_new
-    xp.tanh(n, out=n)
-    xp.add(n, z * (h_prev - n), out=h_out)                                    # (1 - z) n + z h
+    grad_projected, grad_gates = xp.empty_like(gates), xp.empty_like(gates)
+    dh = grad_h.astype(gates.dtype)                                     # (B, H), a copy
+    for t in _order(gates.shape[0], reverse)[::-1]:
+        dh += grad_outputs[t]
+        r, z = gates[t, :, :hidden], gates[t, :, hidden:2 * hidden]
+        n = gates[t, :, 2 * hidden:]
+        d_new = dh * (1 - z) * (1 - n * n)
+        d_update = dh * (h_prev[t] - n) * z * (1 - z)
+        d_reset = d_new * hidden_new[t] * r * (1 - r)
+        for grads in (grad_projected[t], grad_gates[t]):
+            grads[:, :hidden] = d_reset
+            grads[:, hidden:2 * hidden] = d_update
+        grad_projected[t, :, 2 * hidden:] = d_new
+        xp.multiply(d_new, r, out=grad_gates[t, :, 2 * hidden:])
+        dh = dh * z + grad_gates[t] @ weight_hh
+    return grad_projected, grad_gates, dh
 
 
-def _gru_cell_backward(xp, gates, hidden_new, h_prev, dh, grad_input_gates, grad_hidden_gates,
-                       dh_direct):
-    hidden = h_prev.shape[-1]
-    r, z, n = gates[:, :hidden], gates[:, hidden:2 * hidden], gates[:, 2 * hidden:]
-    d_new = dh * (1 - z) * (1 - n * n)
-    d_update = dh * (h_prev - n) * z * (1 - z)
-    d_reset = d_new * hidden_new * r * (1 - r)
-    for grads in (grad_input_gates, grad_hidden_gates):
-        grads[:, :hidden] = d_reset
-        grads[:, hidden:2 * hidden] = d_update
-    grad_input_gates[:, 2 * hidden:] = d_new
-    xp.multiply(d_new, r, out=grad_hidden_gates[:, 2 * hidden:])
-    xp.multiply(dh, z, out=dh_direct)
+def _rnn_forward(xp, projected, h0, weight_hh, reverse, relu):
+    steps = projected.shape[0]
+    outputs = xp.empty((steps,) + h0.shape, projected.dtype)            # (T, B, H)
+    h_prev = xp.empty_like(outputs)
+    h = h0
+    for t in _order(steps, reverse):
+        h_prev[t] = h
+        h = xp.add(projected[t], h @ weight_hh.T, out=outputs[t])
+        xp.maximum(h, 0, out=h) if relu else xp.tanh(h, out=h)
+    return outputs, h.copy(), (outputs, h_prev)
 
 
-_ARRAY_CELLS = {"LSTM": (_lstm_cell_forward, _lstm_cell_backward),
-                "GRU": (_gru_cell_forward, _gru_cell_backward)}
+def _rnn_backward(xp, saved, weight_hh, reverse, grad_outputs, grad_h, relu):
+    outputs, _ = saved
+    grad_gates = xp.empty_like(outputs)
+    dh = grad_h.astype(outputs.dtype)
+    for t in _order(outputs.shape[0], reverse)[::-1]:
+        dh += grad_outputs[t]
+        h = outputs[t]
+        xp.multiply(dh, (h > 0) if relu else 1 - h * h, out=grad_gates[t])
+        dh = grad_gates[t] @ weight_hh
+    return grad_gates, grad_gates, dh
+
+
+_ARRAY_LOOPS = {
+    "LSTM": (_lstm_forward, _lstm_backward),
+    "GRU": (_gru_forward, _gru_backward),
+    "RNN_TANH": (functools.partial(_rnn_forward, relu=False),
+                 functools.partial(_rnn_backward, relu=False)),
+    "RNN_RELU": (functools.partial(_rnn_forward, relu=True),
+                 functools.partial(_rnn_backward, relu=True)),
+}
 
 
 class Recurrence(Function):
@@ -101,113 +176,35 @@ class Recurrence(Function):
     def __init__(self, mode, reverse, reference):
         self.mode, self.reverse, self.reference = mode, reverse, reference
         self.lstm, self.gru = mode == "LSTM", mode == "GRU"
-        self.save_output = not (self.lstm or self.gru)  # an Elman RNN's backward needs its h
+        # an Elman RNN's backward reads its outputs: saved so that changing them is caught
+        self.save_output = not (self.lstm or self.gru)
 
-    def _order(self, steps):
-        return range(steps - 1, -1, -1) if self.reverse else range(steps)
-
-    def _last(self, steps):
-        return 0 if self.reverse else steps - 1
-
-    def _cells(self):
-        """(forward, backward) of the step's gate arithmetic: the device's cell kernels, or
-        array ops."""
-        xp = self.xp
-        kernels = fused(f"{self.mode.lower()}_cell", xp)
+    def _loops(self):
+        """(forward, backward) over the sequence: the device's compiled ones, or array ops."""
+        kernels = fused(self.mode.lower(), self.xp) if self.lstm or self.gru else None
         if kernels is not None:
             return kernels
-        forward, backward = _ARRAY_CELLS[self.mode]
-        return functools.partial(forward, xp), functools.partial(backward, xp)
+        forward, backward = _ARRAY_LOOPS[self.mode]
+        xp = self.xp
+        return (lambda *args: forward(xp, *args)), (lambda *args: backward(xp, *args))
 
     def forward(self, projected, h0, *rest):
-        xp = self.xp
         self.save_inputs = tuple(range(2 + len(rest)))
-        steps, batch, _ = projected.shape
-        hidden = h0.shape[-1]
-        weight_hh = rest[1] if self.lstm else rest[0]
-        weight_hh_t = weight_hh.T                                           # (H, G*H)
-        outputs = xp.empty((steps, batch, hidden), projected.dtype)         # (T, B, H)
-        self.h_prev = xp.empty_like(outputs)  # the state each step starts from, (T, B, H)
-        h = xp.ascontiguousarray(h0)
-        if self.lstm or self.gru:
-            cell_forward = self._cells()[0]
-            self.gates = xp.empty_like(projected)            # (T, B, G*H), activated
-        if self.lstm:
-            self.c_prev = xp.empty_like(outputs)
-            self.tanh_c = xp.empty_like(outputs)
-            c = xp.ascontiguousarray(rest[0])
-        elif self.gru:
-            hidden_bias = rest[1]
-            self.hidden_new = xp.empty_like(outputs)  # W_hn h + b_hn per step, (T, B, H)
-        for t in self._order(steps):
-            self.h_prev[t] = h
-            recurrent = h @ weight_hh_t                                     # (B, G*H)
-            if self.lstm:
-                self.c_prev[t] = c
-                xp.add(projected[t], recurrent, out=self.gates[t])
-                c = xp.empty_like(c)
-                cell_forward(self.gates[t], self.c_prev[t], c, self.tanh_c[t], outputs[t])
-            elif self.gru:
-                recurrent += hidden_bias
-                self.hidden_new[t] = recurrent[:, 2 * hidden:]
-                xp.add(projected[t, :, :2 * hidden], recurrent[:, :2 * hidden],
-                       out=self.gates[t, :, :2 * hidden])
-                cell_forward(self.gates[t], xp.ascontiguousarray(projected[t, :, 2 * hidden:]),
-                             self.hidden_new[t], self.h_prev[t], outputs[t])
-            else:
-                pre = xp.add(projected[t], recurrent, out=outputs[t])
-                if self.mode == "RNN_TANH":
-                    xp.tanh(pre, out=pre)
-                else:
-                    xp.maximum(pre, 0, out=pre)
-            h = outputs[t]
-        final_h = outputs[self._last(steps)].copy()
-        return (outputs, final_h, c) if self.lstm else (outputs, final_h)
+        *results, self.saved = self._loops()[0](projected, h0, *rest, self.reverse)
+        return tuple(results)
 
     def backward(self, grad_outputs, grad_h, *grad_rest):
         if is_grad_enabled():
             return composed_gradients(self, (grad_outputs, grad_h, *grad_rest))
-        xp = self.xp
         projected, h0, *rest = (tensor.data for tensor in self.saved_tensors)
         weight_hh = rest[1] if self.lstm else rest[0]
+        grad_projected, grad_recurrent, *grad_states = self._loops()[1](
+            self.saved, weight_hh, self.reverse, grad_outputs.data, grad_h.data,
+            *(grad.data for grad in grad_rest))
         steps, batch, width = projected.shape
-        hidden = h0.shape[-1]
-        # d(loss)/d(pre-activation gates) per step, (T, B, G*H), on the recurrent side; a GRU's
-        # input side differs in the n part and is kept apart
-        grad_gates = xp.empty_like(projected)
-        grad_projected = xp.empty_like(projected) if self.gru else grad_gates
-        if self.lstm or self.gru:
-            cell_backward = self._cells()[1]
-        dh = grad_h.data.copy()                                             # (B, H)
-        if self.lstm:
-            dc = xp.ascontiguousarray(grad_rest[0].data, dtype=projected.dtype).copy()
-        elif self.gru:
-            dh_direct = xp.empty_like(dh)
-        for t in self._order(steps)[::-1]:
-            dh += grad_outputs.data[t]
-            if self.lstm:
-                cell_backward(self.gates[t], self.c_prev[t], self.tanh_c[t], dh, dc,
-                              grad_gates[t])
-                dh = grad_gates[t] @ weight_hh                              # (B, H)
-            elif self.gru:
-                cell_backward(self.gates[t], self.hidden_new[t], self.h_prev[t], dh,
-                              grad_projected[t], grad_gates[t], dh_direct)
-                dh = grad_gates[t] @ weight_hh
-                dh += dh_direct
-            else:
-                h = self.saved_outputs[0][t]
-                if self.mode == "RNN_TANH":
-                    xp.multiply(dh, 1 - h * h, out=grad_gates[t])
-                else:
-                    xp.multiply(dh, h > 0, out=grad_gates[t])
-                dh = grad_gates[t] @ weight_hh
-        flat_gates = grad_gates.reshape(steps * batch, width)                # (T*B, G*H)
-        grad_weight_hh = flat_gates.T @ self.h_prev.reshape(steps * batch, hidden)  # (G*H, H)
-        gradients = [grad_projected, dh]
-        if self.lstm:
-            gradients += [dc, grad_weight_hh]
-        elif self.gru:
-            gradients += [grad_weight_hh, flat_gates.sum(axis=0)]
-        else:
-            gradients += [grad_weight_hh]
+        h_prev = self.saved[-1].reshape(steps * batch, -1)                   # (T*B, H)
+        grad_weight_hh = grad_recurrent.reshape(steps * batch, width).T @ h_prev  # (G*H, H)
+        gradients = [grad_projected, *grad_states, grad_weight_hh]
+        if self.gru:
+            gradients.append(grad_recurrent.reshape(steps * batch, width).sum(axis=0))
         return tuple(Tensor._make(gradient, grad_outputs.device) for gradient in gradients)
