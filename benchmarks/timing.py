@@ -66,10 +66,21 @@ def measure_side_by_side(functions: Sequence[Callable[[], object]], *, repeats: 
     numbers = [number or _calls_per_repeat(function, min_repeat_seconds, synchronize)
                for function in functions]
     per_call = [[] for _ in functions]
-    for _ in range(repeats):
-        for function, calls, samples in zip(functions, numbers, per_call):
-            samples.append(_time_calls(function, calls, synchronize) / calls)
+    for repeat in range(repeats):
+        # each repeat starts with the next callable: one that leaves threads spinning (OpenMP
+        # or OpenBLAS worker threads wait busily for a while after their work) slows whichever
+        # runs after it, and rotating spreads that over all of them
+        for index in _rotated(range(len(functions)), repeat):
+            samples = per_call[index]
+            samples.append(_time_calls(functions[index], numbers[index], synchronize)
+                           / numbers[index])
     return [_summarise(samples, calls) for samples, calls in zip(per_call, numbers)]
+
+
+def _rotated(items, shift):
+    items = list(items)
+    shift %= max(1, len(items))
+    return items[shift:] + items[:shift]
 
 
 def _time_calls(function, number, synchronize) -> float:

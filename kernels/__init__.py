@@ -90,11 +90,20 @@ def enabled(on: bool = True):
     return use_fused_kernels(on)
 
 
-def cpu_kernel(function):
+def cpu_kernel(function=None, *, reassociate=False):
     """``numba.njit`` with the on-disk cache, compiled for parallel threads (``prange``) only
     when the kernels get more than one thread: the parallel compile takes several times as
     long, and on two cores the kernels run on one. NumPy's error model (a division by zero
-    gives inf or NaN instead of raising) lets LLVM vectorise the loops."""
+    gives inf or NaN instead of raising) lets LLVM vectorise the loops. ``reassociate=True``
+    lets it also reorder additions (``fastmath={"reassoc", "nsz"}``), so that a running sum
+    is kept as several partial sums in vector registers instead of one chain of dependent
+    additions; NaN and infinity keep their meaning. Use it as ``@cpu_kernel`` or
+    ``@cpu_kernel(reassociate=True)``."""
     import numba
 
-    return numba.njit(parallel=CPU_THREADS > 1, cache=True, error_model="numpy")(function)
+    def compile(function):
+        fastmath = {"reassoc", "nsz"} if reassociate else False
+        return numba.njit(parallel=CPU_THREADS > 1, cache=True, error_model="numpy",
+                          fastmath=fastmath)(function)
+
+    return compile if function is None else compile(function)

@@ -135,7 +135,7 @@ def gelu_backward(x, dy):
 # ----------------------------------------------------------------------------- softmax
 
 
-@cpu_kernel
+@cpu_kernel(reassociate=True)
 def _softmax_forward(x, y, log):
     rows, columns = x.shape
     for row in numba.prange(rows):
@@ -156,7 +156,7 @@ def _softmax_forward(x, y, log):
                 y[row, j] = math.exp(x[row, j] - row_max) / total
 
 
-@cpu_kernel
+@cpu_kernel(reassociate=True)
 def _softmax_backward(y, dy, dx, log):
     rows, columns = y.shape
     for row in numba.prange(rows):
@@ -202,7 +202,7 @@ def softmax_backward(y, dy, log):
 # ----------------------------------------------------------------------------- layer norm
 
 
-@cpu_kernel
+@cpu_kernel(reassociate=True)
 def _layer_norm_forward(x, weight, bias, has_weight, has_bias, eps, y, mean, rstd):
     rows, columns = x.shape
     for row in numba.prange(rows):
@@ -225,7 +225,7 @@ def _layer_norm_forward(x, weight, bias, has_weight, has_bias, eps, y, mean, rst
             y[row, j] = value
 
 
-@cpu_kernel
+@cpu_kernel(reassociate=True)
 def _layer_norm_backward(dy, x, mean, rstd, weight, has_weight, dx, dweight_parts, dbias_parts):
     rows, columns = x.shape
     chunks = dweight_parts.shape[0]
