@@ -3,9 +3,12 @@ cross-entropy from logits, each forward and backward.
 
 Each op is one pass (or two) over its rows instead of the five to ten NumPy calls and temporary
 arrays of its composed version in ``tinynlm.ops``; that composed version stays as the reference
-these kernels are tested against. Rows are spread over threads with ``numba.prange``; float32
-inputs keep float32 outputs while row statistics (max, sums, mean, variance) accumulate in
-float64.
+these kernels are tested against. GELU and layer norm, the ones a Transformer's step spends
+most on, cut large calls into blocks of elements or rows that all cores take in turn (Python
+threads over code that releases the GIL, as the attention kernels); softmax and cross-entropy
+spread rows over Numba's threads with ``numba.prange`` where the kernels have more than one
+(``tinynlm.kernels.CPU_THREADS``). float32 inputs keep float32 outputs while row statistics
+(max, sums, mean, variance) accumulate in float64.
 
 Outputs are allocated by :func:`_empty` and handed to the compiled kernels, so a test can poison
 them (fill with NaN) and catch any element a kernel fails to write. The kernels compile on first
@@ -17,8 +20,12 @@ import math
 import numba
 import numpy as np
 
-from . import cpu_kernel, cpu_threads
+from . import cpu_cores, cpu_kernel, cpu_threads
+from .cpu_parallel import run_in_threads
 
+# A block of work handed to a thread: large enough that waking the thread (tens of
+# microseconds) is a small part of it.
+ELEMENTS_PER_BLOCK = 2**16
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
@@ -26,6 +33,14 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 def _empty(shape, dtype):
     """Every output array of this module comes from here (tests poison it)."""
     return np.empty(shape, dtype)
+
+
+def _blocks(elements, items=None):
+    """How many blocks to cut a call of ``elements`` numbers (``items`` rows, or elements) into
+    for :func:`~tinynlm.kernels.cpu_parallel.run_in_threads`: one (the calling thread) for small
+    calls, up to four per core for large ones."""
+    blocks = max(1, min(4 * cpu_cores(), elements // ELEMENTS_PER_BLOCK))
+    return min(blocks, elements if items is None else items)
 
 
 def _rows(x):
@@ -44,16 +59,18 @@ _ERF_COEFFICIENTS = (0.0705230784, 0.0422820123, 0.0092705272, 0.0001520143, 0.0
                      0.0000430638)
 
 
-@cpu_kernel
-def _gelu_forward_float64(x, y):
-    for i in numba.prange(x.size):
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _gelu_forward_float64(x, y, first, stop):
+    x, y = x[first:stop], y[first:stop]
+    for i in range(x.size):
         value = x[i]
         y[i] = 0.5 * value * (1.0 + math.erf(value * _INV_SQRT2))
 
 
-@cpu_kernel
-def _gelu_backward_float64(x, dy, dx):
-    for i in numba.prange(x.size):
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _gelu_backward_float64(x, dy, dx, first, stop):
+    x, dy, dx = x[first:stop], dy[first:stop], dx[first:stop]
+    for i in range(x.size):
         value = x[i]
         cdf = 0.5 * (1.0 + math.erf(value * _INV_SQRT2))
         pdf = math.exp(-0.5 * value * value) * _INV_SQRT_2PI
@@ -75,28 +92,31 @@ def _normal_cdf_float32(value):
     return np.float32(0.5) * (np.float32(1) + erf)
 
 
-@cpu_kernel
-def _gelu_forward_float32(x, y):
-    for i in numba.prange(x.size):
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _gelu_forward_float32(x, y, first, stop):
+    x, y = x[first:stop], y[first:stop]
+    for i in range(x.size):
         y[i] = x[i] * _normal_cdf_float32(x[i])
 
 
-@cpu_kernel
-def _half_negative_squares(x, out):
-    for i in numba.prange(x.size):
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _half_negative_squares(x, out, first, stop):
+    x, out = x[first:stop], out[first:stop]
+    for i in range(x.size):
         out[i] = np.float32(-0.5) * x[i] * x[i]
 
 
-@cpu_kernel
-def _gelu_backward_float32(x, dy, gaussian, dx):
-    """``gaussian`` holds exp(-x^2 / 2)."""
-    for i in numba.prange(x.size):
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _gelu_backward_float32(x, dy, gaussian, dx, first, stop):
+    """``gaussian`` holds exp(-x^2 / 2). (Loops over slices: LLVM leaves a loop over
+    ``range(first, stop)`` of the whole arrays scalar, 2-3x slower.)"""
+    x, dy, gaussian, dx = x[first:stop], dy[first:stop], gaussian[first:stop], dx[first:stop]
+    for i in range(x.size):
         value = x[i]
         pdf = gaussian[i] * np.float32(_INV_SQRT_2PI)
         dx[i] = dy[i] * (_normal_cdf_float32(value) + value * pdf)
 
 
-@cpu_threads
 def gelu_forward(x):
     """Exact GELU ``x * Phi(x)`` elementwise, any shape.
 
@@ -105,14 +125,12 @@ def gelu_forward(x):
     """
     flat = np.ascontiguousarray(x).reshape(-1)
     y = _empty(flat.shape, x.dtype)
-    if x.dtype == np.float32:
-        _gelu_forward_float32(flat, y)
-    else:
-        _gelu_forward_float64(flat, y)
+    kernel = _gelu_forward_float32 if x.dtype == np.float32 else _gelu_forward_float64
+    run_in_threads(lambda thread, first, stop: kernel(flat, y, first, stop), flat.size,
+                   _blocks(flat.size))
     return y.reshape(x.shape)
 
 
-@cpu_threads
 def gelu_backward(x, dy):
     """The gradient of :func:`gelu_forward`: ``dy * (Phi(x) + x * phi(x))``.
 
@@ -124,11 +142,15 @@ def gelu_backward(x, dy):
     dy = np.ascontiguousarray(dy, dtype=x.dtype).reshape(-1)
     if x.dtype == np.float32:
         gaussian = np.empty_like(flat)
-        _half_negative_squares(flat, gaussian)
-        np.exp(gaussian, out=gaussian)
-        _gelu_backward_float32(flat, dy, gaussian, dx)
+
+        def run_block(thread, first, stop):
+            _half_negative_squares(flat, gaussian, first, stop)
+            np.exp(gaussian[first:stop], out=gaussian[first:stop])  # NumPy's SIMD exp
+            _gelu_backward_float32(flat, dy, gaussian, dx, first, stop)
     else:
-        _gelu_backward_float64(flat, dy, dx)
+        def run_block(thread, first, stop):
+            _gelu_backward_float64(flat, dy, dx, first, stop)
+    run_in_threads(run_block, flat.size, _blocks(flat.size))
     return dx.reshape(x.shape)
 
 
@@ -202,10 +224,10 @@ def softmax_backward(y, dy, log):
 # ----------------------------------------------------------------------------- layer norm
 
 
-@cpu_kernel(reassociate=True)
-def _layer_norm_forward(x, weight, bias, has_weight, has_bias, eps, y, mean, rstd):
-    rows, columns = x.shape
-    for row in numba.prange(rows):
+@numba.njit(cache=True, error_model="numpy", nogil=True, fastmath={"reassoc", "nsz"})
+def _layer_norm_forward(x, weight, bias, has_weight, has_bias, eps, first, stop, y, mean, rstd):
+    columns = x.shape[1]
+    for row in range(first, stop):
         total = 0.0
         for j in range(columns):
             total += x[row, j]
@@ -225,30 +247,30 @@ def _layer_norm_forward(x, weight, bias, has_weight, has_bias, eps, y, mean, rst
             y[row, j] = value
 
 
-@cpu_kernel(reassociate=True)
-def _layer_norm_backward(dy, x, mean, rstd, weight, has_weight, dx, dweight_parts, dbias_parts):
-    rows, columns = x.shape
-    chunks = dweight_parts.shape[0]
-    for chunk in numba.prange(chunks):
-        for row in range(chunk * rows // chunks, (chunk + 1) * rows // chunks):
-            row_mean, row_rstd = mean[row], rstd[row]
-            # dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * weight
-            g_total, g_xhat_total = 0.0, 0.0
-            for j in range(columns):
-                xhat = (x[row, j] - row_mean) * row_rstd
-                g = dy[row, j] * weight[j] if has_weight else dy[row, j]
-                g_total += g
-                g_xhat_total += g * xhat
-                dweight_parts[chunk, j] += dy[row, j] * xhat
-                dbias_parts[chunk, j] += dy[row, j]
-            g_mean, g_xhat_mean = g_total / columns, g_xhat_total / columns
-            for j in range(columns):
-                xhat = (x[row, j] - row_mean) * row_rstd
-                g = dy[row, j] * weight[j] if has_weight else dy[row, j]
-                dx[row, j] = row_rstd * (g - g_mean - xhat * g_xhat_mean)
+@numba.njit(cache=True, error_model="numpy", nogil=True, fastmath={"reassoc", "nsz"})
+def _layer_norm_backward(dy, x, mean, rstd, weight, has_weight, first, stop, dx, dweight_sums,
+                         dbias_sums):
+    """Rows first..stop-1; adds their dweight and dbias terms into ``dweight_sums`` and
+    ``dbias_sums`` (C,), the calling thread's partial sums."""
+    columns = x.shape[1]
+    for row in range(first, stop):
+        row_mean, row_rstd = mean[row], rstd[row]
+        # dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * weight
+        g_total, g_xhat_total = 0.0, 0.0
+        for j in range(columns):
+            xhat = (x[row, j] - row_mean) * row_rstd
+            g = dy[row, j] * weight[j] if has_weight else dy[row, j]
+            g_total += g
+            g_xhat_total += g * xhat
+            dweight_sums[j] += dy[row, j] * xhat
+            dbias_sums[j] += dy[row, j]
+        g_mean, g_xhat_mean = g_total / columns, g_xhat_total / columns
+        for j in range(columns):
+            xhat = (x[row, j] - row_mean) * row_rstd
+            g = dy[row, j] * weight[j] if has_weight else dy[row, j]
+            dx[row, j] = row_rstd * (g - g_mean - xhat * g_xhat_mean)
 
 
-@cpu_threads
 def layer_norm_forward(x, weight, bias, eps):
     """Layer norm of each row of ``x`` (N, C): ``(x - mean) * rstd * weight + bias``, with
     ``rstd = 1 / sqrt(biased variance + eps)``. ``weight`` and ``bias`` are (C,) or None.
@@ -263,13 +285,17 @@ def layer_norm_forward(x, weight, bias, eps):
     y = _empty((rows, columns), x.dtype)                                    # (N, C)
     mean, rstd = _empty(rows, x.dtype), _empty(rows, x.dtype)               # (N,), (N,)
     unused = np.zeros(0, x.dtype)
-    _layer_norm_forward(x, unused if weight is None else np.ascontiguousarray(weight),
-                        unused if bias is None else np.ascontiguousarray(bias),
-                        weight is not None, bias is not None, eps, y, mean, rstd)
+    weight_ = unused if weight is None else np.ascontiguousarray(weight)
+    bias_ = unused if bias is None else np.ascontiguousarray(bias)
+
+    def run_rows(thread, first, stop):
+        _layer_norm_forward(x, weight_, bias_, weight is not None, bias is not None, eps, first,
+                            stop, y, mean, rstd)
+
+    run_in_threads(run_rows, rows, _blocks(x.size, rows))
     return y, mean, rstd
 
 
-@cpu_threads
 def layer_norm_backward(dy, x, mean, rstd, weight):
     """Gradients ``(dx, dweight, dbias)`` of :func:`layer_norm_forward` from the output
     gradient ``dy`` (N, C) and the saved statistics; ``dweight`` and ``dbias`` are None when
@@ -284,13 +310,17 @@ def layer_norm_backward(dy, x, mean, rstd, weight):
     x = np.ascontiguousarray(x)                                             # (N, C)
     rows, columns = x.shape
     dx = _empty((rows, columns), x.dtype)                                   # (N, C)
-    chunks = max(1, min(numba.get_num_threads(), rows))
+    dy = np.ascontiguousarray(dy, dtype=x.dtype)                            # (N, C)
+    weight_ = np.zeros(0, x.dtype) if weight is None else np.ascontiguousarray(weight)
     # Per-thread partial sums of dweight and dbias, added up once the rows are done.
-    dweight_parts = np.zeros((chunks, columns), np.float64)                 # (chunks, C)
-    dbias_parts = np.zeros((chunks, columns), np.float64)                   # (chunks, C)
-    _layer_norm_backward(np.ascontiguousarray(dy, dtype=x.dtype), x, mean, rstd,
-                         np.zeros(0, x.dtype) if weight is None else np.ascontiguousarray(weight),
-                         weight is not None, dx, dweight_parts, dbias_parts)
+    dweight_parts = np.zeros((cpu_cores(), columns), np.float64)            # (threads, C)
+    dbias_parts = np.zeros((cpu_cores(), columns), np.float64)              # (threads, C)
+
+    def run_rows(thread, first, stop):
+        _layer_norm_backward(dy, x, mean, rstd, weight_, weight is not None, first, stop, dx,
+                             dweight_parts[thread], dbias_parts[thread])
+
+    run_in_threads(run_rows, rows, _blocks(x.size, rows))
     if weight is None:
         return dx, None, None
     return dx, dweight_parts.sum(0).astype(x.dtype), dbias_parts.sum(0).astype(x.dtype)

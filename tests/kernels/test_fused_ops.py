@@ -220,3 +220,19 @@ def test_transformer_layer_uses_fused_attention_and_matches_composed():
     np.testing.assert_allclose(outputs[0][0], outputs[1][0], atol=1e-10)
     for got, want in zip(outputs[0][1], outputs[1][1]):
         np.testing.assert_allclose(got, want, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gelu_and_layer_norm_shared_among_threads(monkeypatch, dtype):
+    """Calls cut into many blocks taken by three threads agree with the composed ops."""
+    from tinynlm.kernels import cpu_fused, cpu_parallel
+
+    monkeypatch.setattr(cpu_fused, "ELEMENTS_PER_BLOCK", 7)
+    for module in (cpu_fused, cpu_parallel):
+        monkeypatch.setattr(module, "cpu_cores", lambda: 3)
+    assert cpu_fused._blocks(97 * 24, 97) == 12
+    rng = np.random.default_rng(11)
+    x, weight, bias = rng.standard_normal((97, 24)), rng.standard_normal(24), rng.standard_normal(24)
+    assert_paths_agree(run_both(F.gelu, [x], dtype, "cpu"), dtype)
+    assert_paths_agree(run_both(lambda x, w, b: F.layer_norm(x, (24,), w, b), [x, weight, bias],
+                                dtype, "cpu"), dtype)
