@@ -61,11 +61,12 @@ def numpy_blas_threads() -> tuple[int, str]:
 
 @contextlib.contextmanager
 def pinned_threads(count: int, torch_module):
-    """Run the block with NumPy's OpenBLAS, tinynlm's attention kernels and PyTorch's intra-op
-    pool on ``count`` threads each, then restore them. Yields which could be pinned:
-    ``{"blas": bool, "kernels": True, "torch": bool}`` (a BLAS other than NumPy's bundled
-    OpenBLAS is left alone). The other fused CPU kernels keep the thread count they were
-    compiled for (``tinynlm.kernels.CPU_THREADS``)."""
+    """Run the block with NumPy's OpenBLAS, tinynlm's CPU kernels that share calls among cores
+    (attention, recurrent layers, GELU, layer norm) and PyTorch's intra-op pool on ``count``
+    threads each, then restore them. Yields which could be pinned: ``{"blas": bool, "kernels":
+    True, "torch": bool}`` (a BLAS other than NumPy's bundled OpenBLAS is left alone). The
+    softmax and cross-entropy kernels keep the Numba thread count they were compiled for
+    (``tinynlm.kernels.CPU_THREADS``, one on two cores)."""
     openblas = _numpy_openblas()
     previous_blas = int(openblas[0]()) if openblas else None
     previous_kernels = kernels.cpu_cores()
@@ -151,8 +152,8 @@ def format_environment(info: dict) -> str:
              f" BLAS {info['blas']}, {info['blas_threads']} threads "
              f"({info['blas_threads_from']}), OPENBLAS_THREAD_TIMEOUT "
              f"{info['openblas_thread_timeout'] or 'unset'} | Numba threads "
-             f"{info['numba_threads']}, fused CPU kernels use {info['fused_kernel_threads']} "
-             f"(attention {info['attention_kernel_threads']}) | PyTorch threads "
+             f"{info['numba_threads']}, CPU kernels use {info['attention_kernel_threads']} "
+             f"(softmax, cross-entropy {info['fused_kernel_threads']}) | PyTorch threads "
              f"{info['torch_threads'] if info['torch_threads'] is not None else '-'}"]
     if "gpu" in info:
         lines.append(f"GPU: {info['gpu']}, {info['gpu_memory_bytes'] / 2**30:.0f} GiB | CuPy "

@@ -193,7 +193,10 @@ def read_json(path) -> dict:
 
 
 def _key(row):
-    return (row["suite"], row["workload"], row["device"], row.get("threads"), row["variant"])
+    """What makes two rows the same measurement: the sizes (``params``) included, so that a
+    quick run's rows never pair with a full run's."""
+    return (row["suite"], row["workload"], row["device"], row.get("threads"), row["variant"],
+            json.dumps(row.get("params", {}), sort_keys=True))
 
 
 def compare_rows(old, new, threshold=REGRESSION_THRESHOLD) -> list[dict]:
@@ -206,7 +209,7 @@ def compare_rows(old, new, threshold=REGRESSION_THRESHOLD) -> list[dict]:
     result = []
     for key in list(old_rows) + [key for key in new_rows if key not in old_rows]:
         before, after = old_rows.get(key), new_rows.get(key)
-        entry = dict(zip(("suite", "workload", "device", "threads", "variant"), key))
+        entry = dict(zip(("suite", "workload", "device", "threads", "variant"), key[:5]))
         if before is None or after is None:
             entry.update(verdict="only new" if before is None else "only old",
                          old_s=before and before["median_s"], new_s=after and after["median_s"])

@@ -236,9 +236,14 @@ def measure_workload(workload: Workload, device: str, threads: int | None, torch
             release_cached_memory(device, torch_module, collect_garbage=True)
     baseline = "torch" if "torch" in steps else workload.baseline
     if workload.tolerance is not None and baseline in results:
-        for name, result in results.items():
-            if name != baseline:
+        for name, result in list(results.items()):
+            if name == baseline:
+                continue
+            try:
                 check_result(workload, name, result, results[baseline])
+            except AssertionError as error:  # reported in its row; not timed
+                failures[name] = f"wrong result: {error}"
+                del steps[name]
     results.clear()
     memory = {}
     if settings.memory:

@@ -37,14 +37,15 @@ _CPU_CORES = _cpu_cores()
 
 
 def cpu_cores() -> int:
-    """How many threads the attention kernels share a long call among: the cores this process
-    may run on, unless ``TINYNLM_KERNEL_THREADS`` or :func:`set_cpu_cores` says otherwise."""
+    """How many threads the CPU kernels that share long calls among cores (attention, recurrent
+    layers, GELU, layer norm) use: the cores this process may run on, unless
+    ``TINYNLM_KERNEL_THREADS`` or :func:`set_cpu_cores` says otherwise."""
     return _CPU_CORES
 
 
 def set_cpu_cores(count: int):
-    """Let the attention kernels use ``count`` threads from the next call on (benchmarks pin
-    it to compare thread counts).
+    """Let those kernels (see :func:`cpu_cores`) use ``count`` threads from the next call on
+    (benchmarks pin it to compare thread counts).
 
     >>> previous = cpu_cores(); set_cpu_cores(1); cpu_cores()
     1

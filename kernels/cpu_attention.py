@@ -192,7 +192,8 @@ def attention_backward(q, k, v, out, lse, dout, scale, causal, mask=None, bias=N
                          stop_item, dq_sums[0 if whole_problems else thread], dk, dv)
 
     run_in_threads(run_items, batch * n_key_blocks, n_chunks,
-                    n_key_blocks if whole_problems else 1)
+                   n_key_blocks if whole_problems and n_key_blocks else 1,
+                   fixed=not whole_problems)  # per-thread sums of dq: in a fixed order
     if whole_problems:
         dq = dq_sums[0]
     else:

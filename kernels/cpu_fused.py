@@ -127,7 +127,7 @@ def gelu_forward(x):
     y = _empty(flat.shape, x.dtype)
     kernel = _gelu_forward_float32 if x.dtype == np.float32 else _gelu_forward_float64
     run_in_threads(lambda thread, first, stop: kernel(flat, y, first, stop), flat.size,
-                   _blocks(flat.size))
+                   _blocks(flat.size), blas=False)
     return y.reshape(x.shape)
 
 
@@ -150,7 +150,7 @@ def gelu_backward(x, dy):
     else:
         def run_block(thread, first, stop):
             _gelu_backward_float64(flat, dy, dx, first, stop)
-    run_in_threads(run_block, flat.size, _blocks(flat.size))
+    run_in_threads(run_block, flat.size, _blocks(flat.size), blas=False)
     return dx.reshape(x.shape)
 
 
@@ -292,7 +292,7 @@ def layer_norm_forward(x, weight, bias, eps):
         _layer_norm_forward(x, weight_, bias_, weight is not None, bias is not None, eps, first,
                             stop, y, mean, rstd)
 
-    run_in_threads(run_rows, rows, _blocks(x.size, rows))
+    run_in_threads(run_rows, rows, _blocks(x.size, rows), blas=False)
     return y, mean, rstd
 
 
@@ -320,7 +320,8 @@ def layer_norm_backward(dy, x, mean, rstd, weight):
         _layer_norm_backward(dy, x, mean, rstd, weight_, weight is not None, first, stop, dx,
                              dweight_parts[thread], dbias_parts[thread])
 
-    run_in_threads(run_rows, rows, _blocks(x.size, rows))
+    # fixed: each thread's partial sums add the same rows in the same order on every call
+    run_in_threads(run_rows, rows, _blocks(x.size, rows), fixed=True, blas=False)
     if weight is None:
         return dx, None, None
     return dx, dweight_parts.sum(0).astype(x.dtype), dbias_parts.sum(0).astype(x.dtype)

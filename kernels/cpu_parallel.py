@@ -11,6 +11,7 @@ import concurrent.futures
 import contextlib
 import ctypes
 import functools
+import os
 import threading
 
 from . import cpu_cores
@@ -36,6 +37,18 @@ def openblas_thread_functions():
 
 
 _BLAS_THREADS_LOCK = threading.Lock()
+
+
+def _forget_threads_after_fork():
+    """In a forked child the parent's pool threads do not exist (work handed to them would
+    wait forever) and the lock may be held by a thread that is gone: start afresh."""
+    global _BLAS_THREADS_LOCK
+    _BLAS_THREADS_LOCK = threading.Lock()
+    _thread_pool.cache_clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_threads_after_fork)
 
 
 @contextlib.contextmanager
@@ -69,12 +82,15 @@ def _thread_pool(workers):
     return concurrent.futures.ThreadPoolExecutor(workers, "tinynlm-kernels")
 
 
-def run_in_threads(run_items, n_items, n_chunks, align=1):
+def run_in_threads(run_items, n_items, n_chunks, align=1, *, fixed=False, blas=True):
     """Run work items ``0 .. n_items - 1`` as ``n_chunks`` runs of consecutive items (starting
     at multiples of ``align``, which divides ``n_items``), calling
     ``run_items(thread, first_item, stop_item)`` on up to ``cpu_cores()`` threads (the calling
     thread and a pool), each taking the next chunk when it is done with one; OpenBLAS runs on one
-    thread meanwhile. Returns when all are done.
+    thread meanwhile (``blas=False``: the kernels call no BLAS, leave it alone). Returns when
+    all are done. ``fixed=True`` hands thread ``t`` the chunks ``t, t + threads, ...`` instead,
+    so that per-thread partial sums add the same numbers in the same order on every call
+    (reproducible results for a given thread count).
 
     The compiled kernels release the GIL, so the threads run in parallel. Python threads rather
     than Numba's ``prange``: Numba's workers spin between parallel regions and fought OpenBLAS's
@@ -91,13 +107,13 @@ def run_in_threads(run_items, n_items, n_chunks, align=1):
     n_chunks = max(1, min(n_chunks, groups))
     bounds = [align * (groups * chunk // n_chunks) for chunk in range(n_chunks + 1)]
     chunks = iter(range(n_chunks))  # next() on it is atomic under the GIL
+    n_threads = min(cpu_cores(), n_chunks)
 
     def run_chunks(thread):
-        for chunk in chunks:
+        for chunk in range(thread, n_chunks, n_threads) if fixed else chunks:
             run_items(thread, bounds[chunk], bounds[chunk + 1])
 
-    n_threads = min(cpu_cores(), n_chunks)
-    with single_threaded_blas():
+    with single_threaded_blas() if blas else contextlib.nullcontext():
         if n_threads == 1:
             run_chunks(0)
             return

@@ -89,16 +89,17 @@ def _lstm_step_backward(gates, c_prev, tanh_c, dh, dc, grad_gates):
     pre-activations into ``grad_gates``, and ``dc`` becomes the gradient by ``c_prev``."""
     rows, width = gates.shape
     hidden = width // 4
+    one = np.float32(1)  # exact in float64 too; a plain 1 would promote float32 to float64
     for b in range(rows):
         for j in range(hidden):
             i, f = gates[b, j], gates[b, hidden + j]
             g, o = gates[b, 2 * hidden + j], gates[b, 3 * hidden + j]
             tc = tanh_c[b, j]
-            d_cell = dc[b, j] + dh[b, j] * o * (1 - tc * tc)
-            grad_gates[b, j] = d_cell * g * i * (1 - i)
-            grad_gates[b, hidden + j] = d_cell * c_prev[b, j] * f * (1 - f)
-            grad_gates[b, 2 * hidden + j] = d_cell * i * (1 - g * g)
-            grad_gates[b, 3 * hidden + j] = dh[b, j] * tc * o * (1 - o)
+            d_cell = dc[b, j] + dh[b, j] * o * (one - tc * tc)
+            grad_gates[b, j] = d_cell * g * i * (one - i)
+            grad_gates[b, hidden + j] = d_cell * c_prev[b, j] * f * (one - f)
+            grad_gates[b, 2 * hidden + j] = d_cell * i * (one - g * g)
+            grad_gates[b, 3 * hidden + j] = dh[b, j] * tc * o * (one - o)
             dc[b, j] = d_cell * f
 
 
@@ -127,13 +128,14 @@ def _gru_step_backward(gates, hidden_new, h_prev, dh, grad_input_gates, grad_hid
     is r times the input side's) and ``dh * z``, the part by ``h_prev`` not through W_hh."""
     rows, width = gates.shape
     hidden = width // 3
+    one = np.float32(1)  # exact in float64 too; a plain 1 would promote float32 to float64
     for b in range(rows):
         for j in range(hidden):
             r, z, n = gates[b, j], gates[b, hidden + j], gates[b, 2 * hidden + j]
             d_h = dh[b, j]
-            d_new = d_h * (1 - z) * (1 - n * n)
-            d_update = d_h * (h_prev[b, j] - n) * z * (1 - z)
-            d_reset = d_new * hidden_new[b, j] * r * (1 - r)
+            d_new = d_h * (one - z) * (one - n * n)
+            d_update = d_h * (h_prev[b, j] - n) * z * (one - z)
+            d_reset = d_new * hidden_new[b, j] * r * (one - r)
             grad_input_gates[b, j] = d_reset
             grad_input_gates[b, hidden + j] = d_update
             grad_input_gates[b, 2 * hidden + j] = d_new

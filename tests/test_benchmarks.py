@@ -280,3 +280,12 @@ def test_docstring_examples(name):
 
     failures, attempted = doctest.testmod(importlib.import_module(name))
     assert attempted > 0 and failures == 0
+
+
+def test_compare_never_pairs_different_sizes():
+    from benchmarks import report
+
+    old = {"rows": [_row("lstm", "fused", 1.0, params={"input_shape": [16, 32, 256]})]}
+    new = {"rows": [_row("lstm", "fused", 2.0, params={"input_shape": [32, 64, 256]})]}
+    assert [entry["verdict"] for entry in report.compare_rows(old, new)] == ["only old",
+                                                                            "only new"]

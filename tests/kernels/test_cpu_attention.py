@@ -282,3 +282,26 @@ def test_rejects_mismatched_arguments():
         cpu_attention.attention_forward(q, np.zeros((2, 3, 5)), q, 1.0, False)
     with pytest.raises(ValueError, match="mask"):
         cpu_attention.attention_forward(q, q, q, 1.0, False, mask=np.ones((2, 3, 4), bool))
+
+
+def test_backward_is_reproducible_with_threads(monkeypatch):
+    """Per-thread partial sums of dq are added in a fixed order: the same bits every call."""
+    monkeypatch.setattr(cpu_attention, "MIN_WORK_PER_CHUNK", 1)
+    for module in (cpu_attention, cpu_parallel):
+        monkeypatch.setattr(module, "cpu_cores", lambda: 3)
+    q, k, v, dout = random_inputs(np.random.default_rng(6), 2, 300, 300, 16, 16, np.float32)
+    out, lse = cpu_attention.attention_forward(q, k, v, 0.25, False)
+    first = cpu_attention.attention_backward(q, k, v, out, lse, dout, 0.25, False)
+    for _ in range(3):
+        again = cpu_attention.attention_backward(q, k, v, out, lse, dout, 0.25, False)
+        for a, b in zip(first, again):
+            assert np.array_equal(a, b)
+
+
+def test_backward_without_keys():
+    q = np.ones((2, 3, 4), np.float32)
+    k = v = np.ones((2, 0, 4), np.float32)
+    out, lse = cpu_attention.attention_forward(q, k, v, 1.0, False)
+    assert (out == 0).all() and np.isneginf(lse).all()
+    dq, dk, dv = cpu_attention.attention_backward(q, k, v, out, lse, np.ones_like(out), 1.0, False)
+    assert (dq == 0).all() and dk.shape == (2, 0, 4) and dv.shape == (2, 0, 4)

@@ -78,3 +78,31 @@ def test_openblas_idle_threads_default_set_before_numpy_loads():
     assert _openblas_timeout_after("import numpy, tinynlm", environment) == "None"
     assert _openblas_timeout_after("import tinynlm",
                                    dict(environment, OPENBLAS_THREAD_TIMEOUT="20")) == "20"
+
+
+def test_kernels_work_in_a_forked_child():
+    """A process forked after the kernels' thread pool started can still use the kernels."""
+    if not hasattr(os, "fork"):
+        import pytest
+
+        pytest.skip("no os.fork on this platform")
+    code = textwrap.dedent("""
+        import os, sys
+        import numpy as np
+        import tinynlm
+        from tinynlm.kernels import cpu_fused
+        tinynlm.kernels.set_cpu_cores(2)  # a helper thread even on one core
+        x = np.random.default_rng(0).standard_normal(2**18).astype(np.float32)
+        cpu_fused.gelu_forward(x)
+        pid = os.fork()
+        if pid == 0:
+            cpu_fused.gelu_forward(x)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        print("child exit", os.waitstatus_to_exitcode(status))
+    """)
+    environment = dict(os.environ,
+                       PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=environment,
+                            capture_output=True, text=True, timeout=300)
+    assert "child exit 0" in result.stdout, result.stdout + result.stderr

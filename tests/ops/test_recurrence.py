@@ -127,3 +127,25 @@ def test_packed_sequences_keep_the_composed_path():
         expected, _ = tn.nn.utils.rnn.pad_packed_sequence(layer(packed)[0])
     np.testing.assert_allclose(padded.detach().numpy(), expected.detach().numpy(), atol=1e-6)
     assert lengths.tolist() == [5, 3]
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_batch_rows_shared_among_threads(monkeypatch, kind):
+    """With the batch cut into blocks on three threads the compiled loops still match."""
+    from tinynlm.kernels import cpu_parallel, cpu_recurrence
+
+    monkeypatch.setattr(cpu_recurrence, "MIN_WORK_PER_BLOCK", 1)
+    for module in (cpu_recurrence, cpu_parallel):
+        monkeypatch.setattr(module, "cpu_cores", lambda: 3)
+    case = dict(kind=kind, steps=4, batch=7, input_size=3, hidden=5, layers=2,
+                bidirectional=True, bias=True, with_state=True, seed=3)
+    fused, composed = (run_layer(fused=flag, dtype="float64", **case) for flag in (True, False))
+    for got, want in zip(fused, composed):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh"])
+def test_float16_layers_run_composed(kind):
+    layer = LAYERS[kind](input_size=2, hidden_size=3, dtype=tn.float16)
+    output = layer(tn.randn(4, 2, 2, dtype=tn.float16))[0]
+    assert output.dtype == tn.float16 and not isinstance(output.grad_fn, Recurrence)

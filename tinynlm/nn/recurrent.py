@@ -4,8 +4,10 @@ bidirectional), with PyTorch's arguments, parameter names, gate order and initia
 state dicts move between the two.
 
 A layer projects the inputs of all its time steps in one matrix product; the loop over time then
-does only the recurrent product ``h @ W_hh.T`` and the gate arithmetic, built from core ops so
-autograd differentiates it. A :class:`~tinynlm.nn.packing.PackedSequence` runs padded, with a
+does only the recurrent product ``h @ W_hh.T`` and the gate arithmetic. With the fused kernels on
+(the default) each layer and direction runs as one op, ``tinynlm.ops.recurrence.Recurrence``
+(compiled on the CPU); switched off, or for packed sequences and float16, the loop is built from
+core ops, one step at a time, and autograd differentiates it. A :class:`~tinynlm.nn.packing.PackedSequence` runs padded, with a
 per-step mask that holds the state of each sequence once it has ended (and, going backwards,
 until it begins).
 """
@@ -297,10 +299,13 @@ def _run_direction(recurrence, layer_input, state, weights, reverse, step_masks)
     projected = F.linear(layer_input.reshape(steps * batch_size, -1), weight_ih,
                          input_bias)                                      # (T*B, G*H)
     projected = projected.reshape(steps, batch_size, -1)                  # (T, B, G*H)
-    if step_masks is None and fused_kernels_enabled():
+    if step_masks is None and fused_kernels_enabled() and projected.dtype.name in _FUSED_DTYPES:
         return _run_fused(recurrence, projected, state, weight_hh, hidden_bias, reverse)
     return _run_steps(recurrence, projected, state, weight_hh, hidden_bias, reverse,
                       step_masks)
+
+
+_FUSED_DTYPES = ("float32", "float64")  # the compiled loops' dtypes; float16 runs composed
 
 
 def _run_fused(recurrence, projected, state, weight_hh, hidden_bias, reverse):
