@@ -29,7 +29,8 @@ import time
 import tinynlm as tn
 
 from . import attention, layers, ops, report, runner, train
-from .environment import environment, format_environment, pinned_threads, usable_cpus
+from .environment import (environment, format_environment, pinned_threads,
+                          torch_to_compare, usable_cpus)
 
 SUITES = {"ops": ops, "layers": layers, "attention": attention, "train": train}
 FULL = runner.Settings(repeats=5, warmup=1)
@@ -85,29 +86,12 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def _torch(wanted: bool | None, devices):
-    """The torch module to compare with, or None; an error when asked for and missing."""
-    if wanted is False:
-        return None
-    try:
-        import torch
-    except ImportError as error:
-        if wanted:
-            raise SystemExit(f"benchmarks: --compare-torch was given but PyTorch does not import "
-                             f"({error})") from None
-        return None
-    if wanted and "cuda" in devices and not torch.cuda.is_available():
-        raise SystemExit("benchmarks: --compare-torch on cuda, but this PyTorch has no usable "
-                         "CUDA (torch.cuda.is_available() is False)")
-    return torch
-
-
 def run(args) -> dict:
     """Measure what ``args`` asks for; return the report (also written to --json)."""
     if "cuda" in args.device and not tn.cuda.is_available():
         raise SystemExit("benchmarks: --device cuda was asked for, but no CUDA GPU is usable "
                          "(tn.cuda.is_available() is False: CuPy or a GPU is missing)")
-    torch_module = _torch(args.compare_torch, args.device)
+    torch_module = torch_to_compare(args.compare_torch, args.device, "benchmarks")
     settings = QUICK if args.quick else FULL
     settings = runner.Settings(repeats=args.repeats or settings.repeats, warmup=settings.warmup,
                                min_repeat_seconds=settings.min_repeat_seconds,

@@ -62,7 +62,8 @@ from tinynlm import backend, dispatch
 from tinynlm.nn import functional as F
 
 from . import runner
-from .environment import environment, format_environment, numpy_blas_threads
+from .environment import (environment, format_environment, numpy_blas_threads,
+                          torch_to_compare)
 from .report import render_table
 from .runner import is_out_of_memory, release_cached_memory
 from .timing import measure_side_by_side
@@ -480,25 +481,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def _torch_for(device: str, wanted: bool | None):
-    """The torch module to compare with, or None; an error when asked for and unusable."""
-    if wanted is False:
-        return None
-    try:
-        import torch
-    except ImportError as error:
-        if wanted:
-            raise SystemExit(f"attention: --compare-torch was given but PyTorch does not import "
-                             f"({error})")
-        return None
-    if device == "cuda" and not torch.cuda.is_available():
-        if wanted:
-            raise SystemExit("attention: --compare-torch on cuda, but this PyTorch has no usable "
-                             "CUDA (torch.cuda.is_available() is False)")
-        return None
-    return torch
-
-
 def main(argv=None) -> dict:
     """Run the benchmark as the command line asks; returns the report (what --json writes)."""
     args = parse_args(argv)
@@ -515,7 +497,7 @@ def main(argv=None) -> dict:
                                    CPU_LENGTHS if device == "cpu" else GPU_LENGTHS)
     repeats = args.repeats or (QUICK_REPEATS if args.quick else FULL_REPEATS)
     warmup = QUICK_WARMUP if args.quick else FULL_WARMUP
-    torch_module = _torch_for(device, args.compare_torch)
+    torch_module = torch_to_compare(args.compare_torch, [device], "attention")
     blas_threads = numpy_blas_threads()
     if torch_module is not None:
         torch_module.set_num_threads(blas_threads[0])

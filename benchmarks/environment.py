@@ -160,3 +160,25 @@ def format_environment(info: dict) -> str:
                      f"{info['cupy']} | CUDA runtime {info['cuda_runtime']}, driver "
                      f"{info['cuda_driver']}")
     return "\n".join(lines)
+
+
+def torch_to_compare(wanted: bool | None, devices, program: str):
+    """The torch module to time as the reference column, or None. ``wanted``: True (an error,
+    naming ``program``, if PyTorch does not import or lacks the CUDA that ``devices`` ask for),
+    False (never), None (whenever it is usable on some device asked for)."""
+    if wanted is False:
+        return None
+    try:
+        import torch
+    except ImportError as error:
+        if wanted:
+            raise SystemExit(f"{program}: --compare-torch was given but PyTorch does not import "
+                             f"({error})") from None
+        return None
+    if "cuda" in devices and not torch.cuda.is_available():
+        if wanted:
+            raise SystemExit(f"{program}: --compare-torch on cuda, but this PyTorch has no "
+                             "usable CUDA (torch.cuda.is_available() is False)")
+        if all(device == "cuda" for device in devices):
+            return None
+    return torch

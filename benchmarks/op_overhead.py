@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import sys
 from dataclasses import dataclass
 from typing import Callable
@@ -33,7 +31,7 @@ import numpy as np
 import tinynlm as tn
 from tinynlm import backend
 
-from .environment import source_state
+from .environment import environment, format_environment
 from .timing import measure_side_by_side
 
 FULL_REPEATS = 15
@@ -318,36 +316,6 @@ def run_case(case: Case, device: str, repeats: int) -> dict:
     }
 
 
-def environment_line(device: str) -> str:
-    """Python, NumPy and tinynlm versions, the device and the threads available."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    thread_vars = [f"{name}={os.environ[name]}" for name in
-                   ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-                   if name in os.environ]
-    blas = _blas_description()
-    return (f"Python {platform.python_version()} | NumPy {np.__version__} | tinynlm "
-            f"{tn.__version__}{source_state()} | device {device} | threads: {usable} CPUs usable"
-            f"{', ' + blas if blas else ''}"
-            f"{', ' + ', '.join(thread_vars) if thread_vars else ''}")
-
-
-def _blas_description() -> str:
-    try:
-        from threadpoolctl import threadpool_info
-
-        pools = [f"{pool['internal_api']} {pool['num_threads']} threads"
-                 for pool in threadpool_info() if pool.get("user_api") == "blas"]
-        if pools:
-            return "BLAS " + ", ".join(pools)
-    except ImportError:
-        pass
-    try:
-        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        return f"BLAS {blas['name']} {blas.get('version', '')}".rstrip()
-    except Exception:  # older NumPy: no machine-readable config
-        return ""
-
-
 def format_table(rows, device: str) -> str:
     """The results as an aligned text table."""
     baseline = "NumPy" if device == "cpu" else "CuPy"
@@ -392,7 +360,8 @@ def main(argv=None) -> list[dict]:
     cases = [CASES[name] for name in args.case] if args.case else list(CASES.values())
     repeats = QUICK_REPEATS if args.quick else FULL_REPEATS
 
-    print(environment_line(args.device))
+    print(format_environment(environment(args.device, None)))
+    print(f"device {args.device}")
     print(f"median of {repeats} repeats of >= {MIN_REPEAT_SECONDS * 1e3:.0f} ms each, tinynlm and "
           "by-hand interleaved; overhead/op = (tinynlm - by hand) / ops", flush=True)
     rows = [run_case(case, args.device, repeats) for case in cases]
