@@ -137,38 +137,49 @@ class Function:
                                    f"{device} and {tensor.device}")
             if tensor._requires_grad:
                 wants_grad = _GradMode.enabled
+        arrays = [tensor.data for tensor in inputs]
         if device is backend.CPU:
             self.xp = np
-            outputs = self.forward(*[tensor.data for tensor in inputs])
+            outputs = self.forward(*arrays)
         else:
             cupy = backend.cupy_module()
             self.xp = cupy
             with cupy.cuda.Device(device.index):
-                outputs = self.forward(*[tensor.data for tensor in inputs])
+                outputs = self.forward(*arrays)
         if self.target_device is not None:
             device = self.target_device
-        single = type(outputs) is not tuple
-        if single:
-            outputs = (outputs,)
         # A view shares memory with its input, so it shares the input's version counter too.
         version = inputs[0]._version if self.returns_view else None
+        make = Tensor._make
+        if type(outputs) is not tuple:  # the common case, one output, written out for speed
+            if version is not None and outputs.base is None:
+                version = None  # not a view of the input after all: a counter of its own
+            if not wants_grad:
+                return make(outputs, device, None, 0, version)
+            result = make(outputs, device, self, 0, version)
+            self._record(inputs, (outputs,), (result,), device)
+            return result
+        results = tuple(make(out, device, self if wants_grad else None, index,
+                             None if version is None or out.base is None else version)
+                        for index, out in enumerate(outputs))
+        if wants_grad:
+            self._record(inputs, outputs, results, device)
+        return results
 
-        if not wants_grad:
-            results = tuple(Tensor._make(out, device, version=_shared_version(version, out))
-                            for out in outputs)
-            return results[0] if single else results
-        self.edges = [_edge(tensor) for tensor in inputs]
+    def _record(self, inputs, outputs, results, device):
+        """Keep what backward needs: an edge per input, the saved values, the outputs' meta."""
+        self.edges = [None if not tensor._requires_grad
+                      else (tensor, None) if tensor.grad_fn is None
+                      else (tensor.grad_fn, tensor.output_index)
+                      for tensor in inputs]
         if self.save_inputs:
             self.saved_tensors = [inputs[i] for i in self.save_inputs]
             self.saved_versions = [tensor._version[0] for tensor in self.saved_tensors]
         self.device = device
-        results = tuple(Tensor._make(out, device, self, index, _shared_version(version, out))
-                        for index, out in enumerate(outputs))
         self.output_meta = [(out.shape, out.dtype) for out in outputs]
         if self.save_output:
             self.saved_outputs = outputs
             self.saved_output_versions = [(r._version, r._version[0]) for r in results]
-        return results[0] if single else results
 
     @property
     def name(self) -> str:
@@ -195,20 +206,6 @@ class Function:
         """Free what backward needed; a later backward through this node raises."""
         vars(self).clear()
         self.edges = None
-
-
-def _shared_version(version, array):
-    """The input's version counter for an output that really is a view of it, else None (a new
-    counter). Only view ops pass a counter, so other ops never look at ``array.base``."""
-    return None if version is None or array.base is None else version
-
-
-def _edge(tensor):
-    if not tensor._requires_grad:
-        return None
-    if tensor.grad_fn is None:
-        return (tensor, None)
-    return (tensor.grad_fn, tensor.output_index)
 
 
 _RELEASED = ("Trying to backward through the graph a second time (or to use saved values after "
@@ -249,7 +246,7 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
         while ready:
             node = ready.pop()
             grads = buffers.pop(node, None)
-            if grads is not None:
+            if grads is not None and leaves.inputs is not None:
                 leaves.capture_outputs(node, grads)
             if node not in runs:
                 continue  # only read for tn.grad: the graph above it is left as it is
@@ -264,17 +261,24 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
                 grad = input_grads[position] if position < len(input_grads) else None
                 if index is None:
                     if grad is not None:
-                        _check_gradient(node, grad, parent.data.shape, parent.data.dtype)
+                        data = grad.data
+                        parent_data = parent.data
+                        if data.shape != parent_data.shape or data.dtype != parent_data.dtype:
+                            _gradient_error(node, grad, parent_data.shape, parent_data.dtype)
                         leaves.deliver_to_leaf(parent, grad)
                     continue
                 if parent not in reached:
                     continue
                 if grad is not None:
-                    _check_gradient(node, grad, *parent.output_meta[index])
+                    shape, dtype = parent.output_meta[index]
+                    data = grad.data
+                    if data.shape != shape or data.dtype != dtype:
+                        _gradient_error(node, grad, shape, dtype)
                     slot = buffers.get(parent)
                     if slot is None:
                         slot = buffers[parent] = [None] * len(parent.output_meta)
-                    slot[index] = _add(slot[index], grad)
+                    total = slot[index]
+                    slot[index] = grad if total is None else total + grad
                 remaining = dependencies[parent] - 1
                 dependencies[parent] = remaining
                 if remaining == 0:
@@ -290,9 +294,11 @@ def _add(total, grad):
 
 def _run_node(node, grads):
     """Call ``node.backward`` with a gradient for every output (zeros for unused ones)."""
-    for index, (shape, dtype) in enumerate(node.output_meta):
-        if grads[index] is None:  # an output nobody used gets a zero gradient
-            grads[index] = Tensor._make(node.xp.zeros(shape, dtype), node.device)
+    meta = node.output_meta
+    if len(meta) > 1 or grads[0] is None:
+        for index, (shape, dtype) in enumerate(meta):
+            if grads[index] is None:  # an output nobody used gets a zero gradient
+                grads[index] = Tensor._make(node.xp.zeros(shape, dtype), node.device)
     _check_versions(node)
     input_grads = node.backward(*grads)
     return input_grads if type(input_grads) is tuple else (input_grads,)
@@ -305,7 +311,8 @@ class _GradientSink:
     def __init__(self, create_graph, inputs):
         self.create_graph = create_graph
         self.inputs = inputs
-        self.private = []  # arrays already stored somewhere during this pass (held, not ids)
+        # Arrays already stored somewhere during this pass, by id (held, so no id is reused).
+        self.private = {}
         if inputs is not None:
             # id(leaf) or (node, output index) -> the positions in inputs it fills
             self.wanted = {}
@@ -315,18 +322,18 @@ class _GradientSink:
             self.collected = [None] * len(inputs)
 
     def keep_private(self, array):
-        self.private.append(array)
+        self.private[id(array)] = array
 
     def _owned(self, grad):
         """``grad`` itself, or a copy when its buffer is a view or already stored elsewhere."""
         data = grad.data
-        if data.base is not None or any(data is other for other in self.private):
+        if data.base is not None or id(data) in self.private:
             if grad.requires_grad:  # under create_graph: a copy that stays in the graph
                 with set_grad_enabled(True):
                     grad = grad.clone()
             else:
                 grad = Tensor._make(data.copy(), grad.device)
-        self.private.append(grad.data)
+        self.private[id(grad.data)] = grad.data
         return grad
 
     def wants(self, key) -> bool:
@@ -369,25 +376,29 @@ def _walk_graph(root_nodes, sink):
     path to a wanted input run, and a node whose own output is wanted is reached but need not
     run.
     """
+    for_grad = sink.inputs is not None  # only tn.grad needs the order and the parents
     dependencies, order, parents = {}, [], {}
     stack = list(root_nodes)
     seen = set(root_nodes)
     while stack:
         node = stack.pop()
-        if node.edges is None:
+        edges = node.edges
+        if edges is None:
             raise RuntimeError(_RELEASED)
-        order.append(node)
-        node_parents = parents[node] = []
-        for edge in node.edges:
+        if for_grad:
+            order.append(node)
+            node_parents = parents[node] = []
+        for edge in edges:
             if edge is None or edge[1] is None:
                 continue
             parent = edge[0]
-            node_parents.append(parent)
+            if for_grad:
+                node_parents.append(parent)
             dependencies[parent] = dependencies.get(parent, 0) + 1
             if parent not in seen:
                 seen.add(parent)
                 stack.append(parent)
-    if sink.inputs is None:
+    if not for_grad:
         return dependencies, seen, seen
 
     reached = {node for node in order
@@ -414,24 +425,25 @@ def _walk_graph(root_nodes, sink):
 
 def _check_versions(node):
     """Refuse to compute a gradient from a saved tensor that was changed in place since."""
-    stale = []
     if node.save_inputs:
-        stale = [tensor.shape for tensor, version in zip(node.saved_tensors, node.saved_versions)
-                 if tensor._version[0] != version]
+        for tensor, version in zip(node.saved_tensors, node.saved_versions):
+            if tensor._version[0] != version:
+                _stale_error(node, tensor.shape)
     if node.save_output:
-        stale += [shape for (cell, version), (shape, _) in
-                  zip(node.saved_output_versions, node.output_meta) if cell[0] != version]
-    if stale:
-        raise RuntimeError(f"{node.name} backward: a tensor of shape {stale[0]} it saved for the "
-                           "gradient was modified in place afterwards (an in-place op, zero_, "
-                           "fill_, copy_ or item assignment), so the gradient would be wrong")
+        for (cell, version), (shape, _) in zip(node.saved_output_versions, node.output_meta):
+            if cell[0] != version:
+                _stale_error(node, shape)
 
 
-def _check_gradient(node, grad, shape, dtype):
-    data = grad.data
-    if data.shape != shape or data.dtype != dtype:
-        raise RuntimeError(f"{node.name} backward: produced a gradient of shape {grad.shape} and "
-                           f"dtype {grad.dtype} for an input of shape {shape} and dtype {dtype}")
+def _stale_error(node, shape):
+    raise RuntimeError(f"{node.name} backward: a tensor of shape {shape} it saved for the "
+                       "gradient was modified in place afterwards (an in-place op, zero_, "
+                       "fill_, copy_ or item assignment), so the gradient would be wrong")
+
+
+def _gradient_error(node, grad, shape, dtype):
+    raise RuntimeError(f"{node.name} backward: produced a gradient of shape {grad.shape} and "
+                       f"dtype {grad.dtype} for an input of shape {shape} and dtype {dtype}")
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
@@ -472,8 +484,9 @@ def _root_gradient(output, given, op_name):
         if data.size != 1:
             raise RuntimeError(f"{op_name}: grad can be implicitly created only for scalar outputs; "
                                f"got shape {output.shape}, so pass a gradient of that shape")
-        xp = np if output.device is backend.CPU else output.xp
-        return Tensor._make(xp.ones(data.shape, data.dtype), output.device)
+        if output.device is backend.CPU and data.ndim == 0:  # the usual loss: np.ones is slower
+            return Tensor._make(np.array(1, data.dtype), output.device)
+        return Tensor._make(output.xp.ones(data.shape, data.dtype), output.device)
     if not isinstance(given, Tensor):
         given = Tensor._make(output.xp.asarray(given, dtype=output.dtype), output.device)
     if given.shape != output.shape:

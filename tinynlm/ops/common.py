@@ -33,6 +33,9 @@ def as_operand(value, like: Tensor, op_name: str) -> Tensor:
 
 def binary_operands(op_name: str, a, b):
     """Both operands as tensors of one dtype (PyTorch promotion), on one device."""
+    if (isinstance(a, Tensor) and isinstance(b, Tensor) and a.device is b.device
+            and a.data.dtype == b.data.dtype):
+        return a, b  # the common case, decided fast
     if not isinstance(a, Tensor):
         if not isinstance(b, Tensor):
             raise TypeError(f"{op_name}: expected at least one Tensor, got {type(a).__name__} and "

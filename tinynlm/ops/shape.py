@@ -123,10 +123,23 @@ class Expand(Function):
 
     def forward(self, x):
         self.input_shape = x.shape
+        if self.xp is np and x.flags.c_contiguous and x.size:
+            return _broadcast_view(x, self.shape)
         return self.xp.broadcast_to(x, self.shape)
 
     def backward(self, grad):
         return sum_to(grad, self.input_shape)
+
+
+def _broadcast_view(array, shape):
+    """``np.broadcast_to(array, shape)`` for a C-contiguous NumPy array whose shape broadcasts
+    to ``shape``, without its checks (twice as fast on small arrays): a read-only view with
+    stride 0 along the broadcast dims."""
+    strides = (0,) * (len(shape) - array.ndim) + tuple(
+        0 if size == 1 else stride for size, stride in zip(array.shape, array.strides))
+    view = np.ndarray(shape, array.dtype, array, 0, strides)
+    view.flags.writeable = False
+    return view
 
 
 def expand(x, *sizes):
