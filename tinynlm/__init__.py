@@ -7,16 +7,13 @@
 [5.437, 14.778, 40.171]
 """
 
-import os as _os
 import sys as _sys
 
-if "numpy" not in _sys.modules:
-    # NumPy's OpenBLAS keeps its idle threads spinning for about 0.1 s (2**28 cycles) after each
-    # matrix product, and tinynlm's attention kernels share their work among all cores: a
-    # spinning thread on a core halved their speed. Threads that sleep at once cost a wake-up
-    # of a few microseconds per product instead. A default only: a value you set wins, and it
-    # has no effect if NumPy was imported before tinynlm (OpenBLAS reads it when it loads).
-    _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+from . import process as _process
+
+# Before anything imports NumPy: see tinynlm/process.py for what these do and how to opt out.
+_process.set_openblas_thread_timeout(numpy_loaded="numpy" in _sys.modules)
+_process.keep_freed_memory()
 
 
 def _load_source_kernels():

@@ -1,5 +1,4 @@
-"""The CPU kernels compiled for several threads (what machines with more than two cores run),
-and the OpenBLAS setting that lets them share the cores.
+"""The CPU kernels compiled for several threads (what machines with more than two cores run).
 
 The kernels' thread count is fixed when ``tinynlm.kernels`` is imported, so this runs in a
 subprocess with ``TINYNLM_KERNEL_THREADS=2`` and its own Numba cache folder, so that it compiles
@@ -57,27 +56,6 @@ def test_kernels_compiled_for_two_threads_match_composed(tmp_path):
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     assert "parallel kernels agree" in result.stdout
-
-
-def _openblas_timeout_after(statement, environment):
-    """OPENBLAS_THREAD_TIMEOUT as a fresh interpreter sees it after ``statement``."""
-    code = f"{statement}\nimport os\nprint(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=environment,
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
-
-
-def test_openblas_idle_threads_default_set_before_numpy_loads():
-    """Importing tinynlm first sets OpenBLAS's idle-thread timeout (read when NumPy loads it);
-    a value in the environment wins, and after NumPy it is left alone (it would do nothing)."""
-    environment = {key: value for key, value in os.environ.items()
-                   if key != "OPENBLAS_THREAD_TIMEOUT"}
-    environment["PYTHONPATH"] = ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")
-    assert _openblas_timeout_after("import tinynlm", environment) == "4"
-    assert _openblas_timeout_after("import numpy, tinynlm", environment) == "None"
-    assert _openblas_timeout_after("import tinynlm",
-                                   dict(environment, OPENBLAS_THREAD_TIMEOUT="20")) == "20"
 
 
 def test_kernels_work_in_a_forked_child():
