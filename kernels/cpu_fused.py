@@ -21,6 +21,7 @@ import numba
 import numpy as np
 
 from . import cpu_cores, cpu_kernel, cpu_threads
+from .cpu_math import exp_in_place
 from .cpu_parallel import run_in_threads
 
 # A block of work handed to a thread: large enough that waking the thread (tens of
@@ -53,8 +54,8 @@ def _rows(x):
 
 # float64 uses libm's erf and exp, one element at a time. For float32, whose outputs need only
 # about 1e-6 relative accuracy, erf is Abramowitz & Stegun's 7.1.28 (|error| <= 3e-7, plain
-# arithmetic, so LLVM vectorises the loop) and the backward's exp comes from NumPy's SIMD exp:
-# about ten times faster than libm per element.
+# arithmetic, so LLVM vectorises the loop) and the backward's exp is the polynomial of
+# ``cpu_math``: about ten times faster than libm per element.
 _ERF_COEFFICIENTS = (0.0705230784, 0.0422820123, 0.0092705272, 0.0001520143, 0.0002765672,
                      0.0000430638)
 
@@ -99,22 +100,27 @@ def _gelu_forward_float32(x, y, first, stop):
         y[i] = x[i] * _normal_cdf_float32(x[i])
 
 
-@numba.njit(cache=True, error_model="numpy", nogil=True)
-def _half_negative_squares(x, out, first, stop):
-    x, out = x[first:stop], out[first:stop]
-    for i in range(x.size):
-        out[i] = np.float32(-0.5) * x[i] * x[i]
+GELU_TILE = 1024  # elements whose exp(-x^2 / 2) is computed at once, in L1-resident scratch
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)
-def _gelu_backward_float32(x, dy, gaussian, dx, first, stop):
-    """``gaussian`` holds exp(-x^2 / 2). (Loops over slices: LLVM leaves a loop over
+def _gelu_backward_float32(x, dy, dx, first, stop):
+    """One pass over tiles of the slice: exp(-x^2 / 2) into a small scratch with the vectorised
+    polynomial exp (``cpu_math``), then ``dx``. (Loops over slices: LLVM leaves a loop over
     ``range(first, stop)`` of the whole arrays scalar, 2-3x slower.)"""
-    x, dy, gaussian, dx = x[first:stop], dy[first:stop], gaussian[first:stop], dx[first:stop]
-    for i in range(x.size):
-        value = x[i]
-        pdf = gaussian[i] * np.float32(_INV_SQRT_2PI)
-        dx[i] = dy[i] * (_normal_cdf_float32(value) + value * pdf)
+    gaussian = np.empty(GELU_TILE, np.float32)
+    bits = np.empty(GELU_TILE, np.int32)     # scratch of exp_in_place
+    for start in range(first, stop, GELU_TILE):
+        end = min(start + GELU_TILE, stop)
+        values, grads, out = x[start:end], dy[start:end], dx[start:end]
+        pdf = gaussian[:end - start]
+        for i in range(pdf.size):
+            pdf[i] = np.float32(-0.5) * values[i] * values[i]
+        exp_in_place(pdf, np.float32(0), bits)
+        for i in range(pdf.size):
+            value = values[i]
+            out[i] = grads[i] * (_normal_cdf_float32(value)
+                                 + value * pdf[i] * np.float32(_INV_SQRT_2PI))
 
 
 def gelu_forward(x):
@@ -140,17 +146,9 @@ def gelu_backward(x, dy):
     flat = np.ascontiguousarray(x).reshape(-1)
     dx = _empty(flat.shape, x.dtype)
     dy = np.ascontiguousarray(dy, dtype=x.dtype).reshape(-1)
-    if x.dtype == np.float32:
-        gaussian = np.empty_like(flat)
-
-        def run_block(thread, first, stop):
-            _half_negative_squares(flat, gaussian, first, stop)
-            np.exp(gaussian[first:stop], out=gaussian[first:stop])  # NumPy's SIMD exp
-            _gelu_backward_float32(flat, dy, gaussian, dx, first, stop)
-    else:
-        def run_block(thread, first, stop):
-            _gelu_backward_float64(flat, dy, dx, first, stop)
-    run_in_threads(run_block, flat.size, _blocks(flat.size), blas=False)
+    kernel = _gelu_backward_float32 if x.dtype == np.float32 else _gelu_backward_float64
+    run_in_threads(lambda thread, first, stop: kernel(flat, dy, dx, first, stop), flat.size,
+                   _blocks(flat.size), blas=False)
     return dx.reshape(x.shape)
 
 
@@ -224,51 +222,81 @@ def softmax_backward(y, dy, log):
 # ----------------------------------------------------------------------------- layer norm
 
 
+# The arithmetic stays in x's dtype, so that LLVM works on float32 rows in full-width vector
+# registers (row sums with reassociation: several partial sums, more accurate than one running
+# float32 sum); the column sums of dweight and dbias, over many rows, are flushed into float64
+# every ROWS_PER_FLUSH rows. ``constants`` holds (0, 1, eps, 1 / C) in x's dtype, since Numba
+# promotes float32 arithmetic with a Python int or float to float64.
+ROWS_PER_FLUSH = 32
+
+
+def _layer_norm_constants(dtype, columns, eps=0.0):
+    return np.array([0, 1, eps, 1 / columns], dtype)
+
+
 @numba.njit(cache=True, error_model="numpy", nogil=True, fastmath={"reassoc", "nsz"})
-def _layer_norm_forward(x, weight, bias, has_weight, has_bias, eps, first, stop, y, mean, rstd):
+def _layer_norm_forward(x, weight, bias, constants, first, stop, y, mean, rstd):
     columns = x.shape[1]
+    zero, one, eps, inv_columns = constants[0], constants[1], constants[2], constants[3]
     for row in range(first, stop):
-        total = 0.0
+        values, out = x[row], y[row]
+        total = zero
         for j in range(columns):
-            total += x[row, j]
-        row_mean = total / columns
-        squares = 0.0
+            total += values[j]
+        row_mean = total * inv_columns
+        squares = zero
         for j in range(columns):
-            centered = x[row, j] - row_mean
+            centered = values[j] - row_mean
             squares += centered * centered
-        row_rstd = 1.0 / math.sqrt(squares / columns + eps)
+        row_rstd = one / math.sqrt(squares * inv_columns + eps)
         mean[row], rstd[row] = row_mean, row_rstd
-        for j in range(columns):
-            value = (x[row, j] - row_mean) * row_rstd
-            if has_weight:
-                value *= weight[j]
-            if has_bias:
-                value += bias[j]
-            y[row, j] = value
+        if weight.size and bias.size:
+            for j in range(columns):
+                out[j] = (values[j] - row_mean) * row_rstd * weight[j] + bias[j]
+        elif weight.size:
+            for j in range(columns):
+                out[j] = (values[j] - row_mean) * row_rstd * weight[j]
+        elif bias.size:
+            for j in range(columns):
+                out[j] = (values[j] - row_mean) * row_rstd + bias[j]
+        else:
+            for j in range(columns):
+                out[j] = (values[j] - row_mean) * row_rstd
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True, fastmath={"reassoc", "nsz"})
-def _layer_norm_backward(dy, x, mean, rstd, weight, has_weight, first, stop, dx, dweight_sums,
+def _layer_norm_backward(dy, x, mean, rstd, weight, constants, first, stop, dx, dweight_sums,
                          dbias_sums):
     """Rows first..stop-1; adds their dweight and dbias terms into ``dweight_sums`` and
-    ``dbias_sums`` (C,), the calling thread's partial sums."""
+    ``dbias_sums`` (C,), the calling thread's float64 partial sums. ``weight`` may be empty."""
     columns = x.shape[1]
+    zero, inv_columns = constants[0], constants[3]
+    has_weight = weight.size > 0
+    g = np.empty(columns, x.dtype)            # dy * weight of one row
+    xhat = np.empty(columns, x.dtype)         # the normalised row
+    dweight_rows = np.zeros(columns, x.dtype)  # sums over the rows since the last flush
+    dbias_rows = np.zeros(columns, x.dtype)
     for row in range(first, stop):
+        values, grads, out = x[row], dy[row], dx[row]
         row_mean, row_rstd = mean[row], rstd[row]
         # dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * weight
-        g_total, g_xhat_total = 0.0, 0.0
+        g_total, g_xhat_total = zero, zero
         for j in range(columns):
-            xhat = (x[row, j] - row_mean) * row_rstd
-            g = dy[row, j] * weight[j] if has_weight else dy[row, j]
-            g_total += g
-            g_xhat_total += g * xhat
-            dweight_sums[j] += dy[row, j] * xhat
-            dbias_sums[j] += dy[row, j]
-        g_mean, g_xhat_mean = g_total / columns, g_xhat_total / columns
+            xhat[j] = (values[j] - row_mean) * row_rstd
+            g[j] = grads[j] * weight[j] if has_weight else grads[j]
+            g_total += g[j]
+            g_xhat_total += g[j] * xhat[j]
+            dweight_rows[j] += grads[j] * xhat[j]
+            dbias_rows[j] += grads[j]
+        g_mean, g_xhat_mean = g_total * inv_columns, g_xhat_total * inv_columns
         for j in range(columns):
-            xhat = (x[row, j] - row_mean) * row_rstd
-            g = dy[row, j] * weight[j] if has_weight else dy[row, j]
-            dx[row, j] = row_rstd * (g - g_mean - xhat * g_xhat_mean)
+            out[j] = row_rstd * (g[j] - g_mean - xhat[j] * g_xhat_mean)
+        if (row - first) % ROWS_PER_FLUSH == ROWS_PER_FLUSH - 1 or row == stop - 1:
+            for j in range(columns):
+                dweight_sums[j] += dweight_rows[j]
+                dbias_sums[j] += dbias_rows[j]
+                dweight_rows[j] = 0
+                dbias_rows[j] = 0
 
 
 def layer_norm_forward(x, weight, bias, eps):
@@ -287,10 +315,10 @@ def layer_norm_forward(x, weight, bias, eps):
     unused = np.zeros(0, x.dtype)
     weight_ = unused if weight is None else np.ascontiguousarray(weight)
     bias_ = unused if bias is None else np.ascontiguousarray(bias)
+    constants = _layer_norm_constants(x.dtype, columns, eps)
 
     def run_rows(thread, first, stop):
-        _layer_norm_forward(x, weight_, bias_, weight is not None, bias is not None, eps, first,
-                            stop, y, mean, rstd)
+        _layer_norm_forward(x, weight_, bias_, constants, first, stop, y, mean, rstd)
 
     run_in_threads(run_rows, rows, _blocks(x.size, rows), blas=False)
     return y, mean, rstd
@@ -312,12 +340,13 @@ def layer_norm_backward(dy, x, mean, rstd, weight):
     dx = _empty((rows, columns), x.dtype)                                   # (N, C)
     dy = np.ascontiguousarray(dy, dtype=x.dtype)                            # (N, C)
     weight_ = np.zeros(0, x.dtype) if weight is None else np.ascontiguousarray(weight)
+    constants = _layer_norm_constants(x.dtype, columns)
     # Per-thread partial sums of dweight and dbias, added up once the rows are done.
     dweight_parts = np.zeros((cpu_cores(), columns), np.float64)            # (threads, C)
     dbias_parts = np.zeros((cpu_cores(), columns), np.float64)              # (threads, C)
 
     def run_rows(thread, first, stop):
-        _layer_norm_backward(dy, x, mean, rstd, weight_, weight is not None, first, stop, dx,
+        _layer_norm_backward(dy, x, mean, rstd, weight_, constants, first, stop, dx,
                              dweight_parts[thread], dbias_parts[thread])
 
     # fixed: each thread's partial sums add the same rows in the same order on every call

@@ -236,3 +236,23 @@ def test_gelu_and_layer_norm_shared_among_threads(monkeypatch, dtype):
     assert_paths_agree(run_both(F.gelu, [x], dtype, "cpu"), dtype)
     assert_paths_agree(run_both(lambda x, w, b: F.layer_norm(x, (24,), w, b), [x, weight, bias],
                                 dtype, "cpu"), dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gelu_and_layer_norm_blocks_longer_than_a_tile(monkeypatch, dtype):
+    """Blocks that span several of the GELU backward's tiles (from offsets that are not tile
+    multiples), and layer-norm blocks of more rows than one flush of the dweight/dbias sums."""
+    from tinynlm.kernels import cpu_fused, cpu_parallel
+
+    elements = 3 * cpu_fused.GELU_TILE + 1001
+    monkeypatch.setattr(cpu_fused, "ELEMENTS_PER_BLOCK", elements // 3)
+    for module in (cpu_fused, cpu_parallel):
+        monkeypatch.setattr(module, "cpu_cores", lambda: 2)
+    assert cpu_fused._blocks(elements) == 3
+    rng = np.random.default_rng(12)
+    assert_paths_agree(run_both(F.gelu, [rng.standard_normal(elements) * 3], dtype, "cpu"), dtype)
+    rows = 5 * cpu_fused.ROWS_PER_FLUSH + 7
+    x, weight, bias = rng.standard_normal((rows, 24)), rng.standard_normal(24), rng.standard_normal(24)
+    monkeypatch.setattr(cpu_fused, "ELEMENTS_PER_BLOCK", x.size)  # one block of all the rows
+    assert_paths_agree(run_both(lambda x, w, b: F.layer_norm(x, (24,), w, b), [x, weight, bias],
+                                dtype, "cpu"), dtype)
