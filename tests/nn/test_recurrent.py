@@ -254,6 +254,22 @@ def test_float32_stays_float32_through_forward_and_backward(kind):
     assert all(p.grad.dtype == tn.float32 for p in layer.parameters())
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["kernels", "composed"])
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_empty_batch_gives_empty_outputs_and_zero_gradients(kind, fused):
+    """A batch of 0 sequences runs, as in PyTorch: empty outputs and states, zero gradients."""
+    layer_class, arguments = KINDS[kind]
+    layer = layer_class(3, 4, num_layers=2, bidirectional=True, **arguments)
+    x = tn.randn(5, 0, 3, requires_grad=True)
+    with tn.use_fused_kernels(fused):
+        output, final = layer(x)
+        assert output.shape == (5, 0, 8)
+        assert all(state.shape == (4, 0, 4) for state in _flat(final))
+        (output.sum() + sum(state.sum() for state in _flat(final))).backward()
+    assert x.grad.shape == (5, 0, 3)
+    assert all(p.grad is not None and not p.grad.numpy().any() for p in layer.parameters())
+
+
 # ----------------------------------------------------------------------------- packing
 
 

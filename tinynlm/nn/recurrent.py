@@ -296,9 +296,10 @@ def _run_direction(recurrence, layer_input, state, weights, reverse, step_masks)
     input_bias, hidden_bias = bias_ih, bias_hh
     if bias_ih is not None and not recurrence.hidden_bias_in_step:
         input_bias, hidden_bias = bias_ih + bias_hh, None  # one bias add for all the steps
-    projected = F.linear(layer_input.reshape(steps * batch_size, -1), weight_ih,
-                         input_bias)                                      # (T*B, G*H)
-    projected = projected.reshape(steps, batch_size, -1)                  # (T, B, G*H)
+    # sizes spelled out, not -1, so that a batch of 0 sequences works too
+    projected = F.linear(layer_input.reshape(steps * batch_size, layer_input.shape[2]),
+                         weight_ih, input_bias)                           # (T*B, G*H)
+    projected = projected.reshape(steps, batch_size, projected.shape[1])  # (T, B, G*H)
     if step_masks is None and fused_kernels_enabled() and projected.dtype.name in _FUSED_DTYPES:
         return _run_fused(recurrence, projected, state, weight_hh, hidden_bias, reverse)
     return _run_steps(recurrence, projected, state, weight_hh, hidden_bias, reverse,

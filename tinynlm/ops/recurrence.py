@@ -202,7 +202,7 @@ class Recurrence(Function):
             self.saved, weight_hh, self.reverse, grad_outputs.data, grad_h.data,
             *(grad.data for grad in grad_rest))
         steps, batch, width = projected.shape
-        h_prev = self.saved[-1].reshape(steps * batch, -1)                   # (T*B, H)
+        h_prev = self.saved[-1].reshape(steps * batch, h0.shape[-1])         # (T*B, H)
         grad_weight_hh = grad_recurrent.reshape(steps * batch, width).T @ h_prev  # (G*H, H)
         gradients = [grad_projected, *grad_states, grad_weight_hh]
         if self.gru:
