@@ -256,3 +256,22 @@ def test_gelu_and_layer_norm_blocks_longer_than_a_tile(monkeypatch, dtype):
     monkeypatch.setattr(cpu_fused, "ELEMENTS_PER_BLOCK", x.size)  # one block of all the rows
     assert_paths_agree(run_both(lambda x, w, b: F.layer_norm(x, (24,), w, b), [x, weight, bias],
                                 dtype, "cpu"), dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("affine", ["none", "weight", "bias", "both"])
+def test_layer_norm_kernel_takes_weight_and_bias_each_optional(dtype, affine):
+    """The CPU kernel itself with each of weight and bias left out (``F.layer_norm`` sends a
+    bias without a weight down the composed path, the kernel API still takes it)."""
+    from tinynlm.kernels import cpu_fused
+
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((5, 12)) * 3 + 1).astype(dtype)
+    weight = rng.standard_normal(12).astype(dtype) if affine in ("weight", "both") else None
+    bias = rng.standard_normal(12).astype(dtype) if affine in ("bias", "both") else None
+    y, mean, rstd = cpu_fused.layer_norm_forward(x, weight, bias, 1e-5)
+    x64 = x.astype(np.float64)
+    want = (x64 - x64.mean(1, keepdims=True)) / np.sqrt(x64.var(1, keepdims=True) + 1e-5)
+    want = want * (1 if weight is None else weight) + (0 if bias is None else bias)
+    np.testing.assert_allclose(y, want, rtol=0, atol=TOLERANCE[dtype] * np.abs(want).max())
+    np.testing.assert_allclose(mean, x64.mean(1), rtol=TOLERANCE[dtype])
