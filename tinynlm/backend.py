@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import dispatch
+
 _cupy = None          # the cupy module once imported
 _cupy_error = None    # why CuPy or a GPU is unavailable, once known
 
@@ -93,7 +95,7 @@ def as_device(spec) -> Device:
 
 def cupy_module():
     """Import CuPy on first use; raise a clear error saying whether CuPy or a GPU is missing."""
-    global _cupy, _cupy_error
+    global _cupy_error
     if _cupy is not None:
         return _cupy
     if _cupy_error is None:
@@ -175,17 +177,13 @@ def index_add(xp, target, index, values):
     [[1.0, 1.0], [0.0, 0.0], [3.0, 3.0]]
     """
     if xp is np:
-        if isinstance(index, np.ndarray) and index.dtype.kind in "iu" and index.size > 64 \
-                and index.min() >= 0:
-            # Whole rows by integer ids (an embedding's gradient): sort the ids, sum each run of
-            # equal ids with one reduceat, add once per distinct id. np.add.at adds element by
-            # element and is ten times slower.
-            flat_index = index.reshape(-1)                                  # (n,)
-            rows = values.reshape(flat_index.size, *values.shape[index.ndim:])  # (n, ...)
-            order = np.argsort(flat_index, kind="stable")
-            sorted_index = flat_index[order]
-            starts = np.flatnonzero(np.concatenate(([True], sorted_index[1:] != sorted_index[:-1])))
-            target[sorted_index[starts]] += np.add.reduceat(rows[order], starts, axis=0)
+        if (isinstance(index, np.ndarray) and index.dtype.kind in "iu" and index.size > 64
+                and target.dtype in (np.float32, np.float64) and values.dtype == target.dtype
+                and target.flags.c_contiguous and index.min() >= 0
+                and index.max() < target.shape[0]):
+            # Whole rows by integer ids (an embedding's gradient): a compiled loop adds each
+            # row once; np.add.at adds element by element and is ten times slower.
+            dispatch.kernel("index_add_rows", np)(target, index, values)
             return
         np.add.at(target, index, values)
     else:

@@ -26,6 +26,7 @@ import numpy as np
 KERNELS = {
     ("erf", "cpu"): "tinynlm.kernels.cpu_elementwise:erf",
     ("erf", "cuda"): "tinynlm.kernels.cuda_elementwise:erf",
+    ("index_add_rows", "cpu"): "tinynlm.kernels.cpu_scatter:add_rows",
 }
 
 # (fused op, device type) -> module with `<op>_forward` and `<op>_backward`

@@ -12,7 +12,7 @@ import tinynlm  # noqa: F401  (maps kernels/ to tinynlm.kernels in a source chec
 @pytest.mark.parametrize("name", ["tinynlm.kernels", "tinynlm.kernels.cpu_fused",
                                   "tinynlm.kernels.cpu_attention", "tinynlm.kernels.cpu_math",
                                   "tinynlm.kernels.cpu_recurrence",
-                                  "tinynlm.kernels.cpu_parallel"])
+                                  "tinynlm.kernels.cpu_parallel", "tinynlm.kernels.cpu_scatter"])
 def test_kernel_docstring_examples(name):
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
