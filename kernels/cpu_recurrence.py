@@ -2,7 +2,7 @@
 direction, forward and backward, as compiled code.
 
 ``tinynlm.ops.recurrence.Recurrence`` calls these for a recurrent layer. Each step is a BLAS
-product ``h @ W_hh.T`` (``np.dot`` inside the compiled loop) and the gate arithmetic in one pass
+product ``W_hh @ h.T`` (``np.dot`` inside the compiled loop) and the gate arithmetic in one pass
 over the batch rows: in NumPy the gates alone took a dozen calls and temporaries per step. The
 batch rows are independent, so long enough calls split them into blocks that run on all cores
 at once (:func:`~tinynlm.kernels.cpu_parallel.run_in_threads`), each block stepping through
