@@ -228,12 +228,14 @@ def softmax_backward(y, dy, log):
 # registers (row sums with reassociation: several partial sums, more accurate than one running
 # float32 sum); the column sums of dweight and dbias, over many rows, are flushed into float64
 # every ROWS_PER_FLUSH rows. ``constants`` holds (0, 1, eps, 1 / C) in x's dtype, since Numba
-# promotes float32 arithmetic with a Python int or float to float64.
+# promotes float32 arithmetic with a Python int or float to float64. Accuracy matches PyTorch's
+# float32 kernel for the usual widths; for very wide rows far from zero it is a few times worse
+# (65,536 columns around 1e3: 2.4e-4 absolute against PyTorch's 7e-5).
 ROWS_PER_FLUSH = 32
 
 
 def _layer_norm_constants(dtype, columns, eps=0.0):
-    return np.array([0, 1, eps, 1 / columns], dtype)
+    return np.array([0, 1, eps, 1 / max(columns, 1)], dtype)  # no rows to average if C is 0
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True, fastmath={"reassoc", "nsz"})

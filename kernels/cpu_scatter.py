@@ -31,6 +31,6 @@ def add_rows(target, index, rows):
     ``index`` (any shape, values in ``[0, R)``: the caller checks) and ``rows`` of shape
     ``index.shape + target.shape[1:]`` in ``target``'s dtype. In place."""
     table = target.reshape(target.shape[0], -1)                         # (R, W), a view
-    flat_index = np.ascontiguousarray(index).reshape(-1)                # (n,)
+    flat_index = np.ascontiguousarray(index, dtype=np.intp).reshape(-1)  # (n,), native ints
     flat_rows = np.ascontiguousarray(rows).reshape(flat_index.size, table.shape[1])  # (n, W)
     _add_rows(table, flat_index, flat_rows)

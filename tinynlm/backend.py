@@ -179,6 +179,7 @@ def index_add(xp, target, index, values):
     if xp is np:
         if (isinstance(index, np.ndarray) and index.dtype.kind in "iu" and index.size > 64
                 and target.dtype in (np.float32, np.float64) and values.dtype == target.dtype
+                and values.shape == index.shape + target.shape[1:]
                 and target.flags.c_contiguous and index.min() >= 0
                 and index.max() < target.shape[0]):
             # Whole rows by integer ids (an embedding's gradient): a compiled loop adds each

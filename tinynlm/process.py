@@ -11,8 +11,10 @@ you set yourself wins) and each can be turned off.
   asks for them again: a training step, which allocates and frees the same few-MiB arrays over
   and over, then pays a page fault for every fresh 4 KiB page (about 14,000 a step for the
   benchmarks' small GPT, a fifth of its time). The cost: up to 64 MiB of freed memory may stay
-  with the process. Skipped when ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_`` is set
-  (glibc has read them), when ``TINYNLM_MALLOC_TUNING=0``, or without glibc.
+  with each malloc arena (the main thread's, and one per thread that allocates, such as the
+  kernels' helper threads). Skipped when ``MALLOC_MMAP_THRESHOLD_`` or
+  ``MALLOC_TRIM_THRESHOLD_`` is set or ``GLIBC_TUNABLES`` names either threshold (glibc has read
+  them), when ``TINYNLM_MALLOC_TUNING=0``, or without glibc.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ def keep_freed_memory() -> bool:
     if os.environ.get("TINYNLM_MALLOC_TUNING", "1") == "0":
         return False
     if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
+        return False
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if "malloc.mmap_threshold" in tunables or "malloc.trim_threshold" in tunables:
         return False
     try:
         if not os.confstr("CS_GNU_LIBC_VERSION"):

@@ -1,14 +1,27 @@
 """The row scatter-add kernel (``tinynlm.kernels.cpu_scatter``) against ``np.add.at``, directly
 and through the ops that use it (an embedding's gradient, the gradient of indexing)."""
 
+import contextlib
+
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import tinynlm as tn
-from tinynlm import backend
+from tinynlm import backend, dispatch
 from tinynlm.kernels import cpu_scatter
+
+
+@contextlib.contextmanager
+def _recording_kernel_calls(calls):
+    """Record each call of the scatter kernel that ``backend.index_add`` makes."""
+    kernel = dispatch.kernel("index_add_rows", np)
+    dispatch._loaded[("index_add_rows", "cpu")] = lambda *args: calls.append(kernel(*args))
+    try:
+        yield
+    finally:
+        dispatch._loaded[("index_add_rows", "cpu")] = kernel
 
 
 @given(rows=st.integers(1, 20), width=st.lists(st.integers(1, 5), max_size=2),
@@ -21,7 +34,10 @@ def test_add_rows_matches_numpy_add_at(rows, width, ids, index_dims, dtype, seed
     values = rng.standard_normal(index_shape + tuple(width)).astype(dtype)
     start = rng.standard_normal((rows, *width)).astype(dtype)
     got, want = start.copy(), start.copy()
-    backend.index_add(np, got, index, values)            # takes the kernel path
+    calls = []
+    with _recording_kernel_calls(calls):
+        backend.index_add(np, got, index, values)
+    assert len(calls) == 1                               # it took the kernel path
     np.add.at(want, index, values)
     np.testing.assert_allclose(got, want, rtol=1e-6 if dtype == "float32" else 1e-12, atol=1e-6)
 
@@ -52,14 +68,26 @@ def test_embedding_gradient_with_repeated_ids(dtype):
 
 
 def test_fallbacks_keep_numpy_add_at_semantics():
-    """Negative ids, float16 and small index arrays go through ``np.add.at``."""
+    """Negative ids, float16, mismatched shapes and small index arrays go through
+    ``np.add.at`` (same results, same errors); big-endian ids take the kernel."""
     rng = np.random.default_rng(3)
     index = rng.integers(-10, 10, 100)
     values = rng.standard_normal((100, 3))
-    got, want = np.zeros((10, 3)), np.zeros((10, 3))
-    backend.index_add(np, got, index, values)
-    np.add.at(want, index, values)
-    np.testing.assert_allclose(got, want)
-    half = np.zeros((10, 3), np.float16)
-    backend.index_add(np, half, index % 10, values.astype(np.float16))
-    assert half.dtype == np.float16 and half.any()
+    calls = []
+    with _recording_kernel_calls(calls):
+        for target_dtype, ids in [(np.float64, index), (np.float16, index % 10),
+                                  (np.float64, index[:50] % 10)]:
+            got, want = np.zeros((10, 3), target_dtype), np.zeros((10, 3), target_dtype)
+            rows = values[:ids.size].astype(target_dtype)
+            backend.index_add(np, got, ids, rows)
+            np.add.at(want, ids, rows)
+            assert got.dtype == target_dtype
+            np.testing.assert_array_equal(got, want)
+        with pytest.raises(ValueError):
+            backend.index_add(np, np.zeros((10, 3)), index % 10, np.ones((3, 100)))
+        assert calls == []
+        got, want = np.zeros((10, 3)), np.zeros((10, 3))
+        backend.index_add(np, got, (index % 10).astype(">i8"), values)
+        np.add.at(want, index % 10, values)
+        assert len(calls) == 1
+        np.testing.assert_allclose(got, want)
