@@ -61,12 +61,10 @@ def numpy_blas_threads() -> tuple[int, str]:
 
 @contextlib.contextmanager
 def pinned_threads(count: int, torch_module):
-    """Run the block with NumPy's OpenBLAS, tinynlm's CPU kernels that share calls among cores
-    (attention, recurrent layers, GELU, layer norm) and PyTorch's intra-op pool on ``count``
-    threads each, then restore them. Yields which could be pinned: ``{"blas": bool, "kernels":
-    True, "torch": bool}`` (a BLAS other than NumPy's bundled OpenBLAS is left alone). The
-    softmax and cross-entropy kernels keep the Numba thread count they were compiled for
-    (``tinynlm.kernels.CPU_THREADS``, one on two cores)."""
+    """Run the block with NumPy's OpenBLAS, tinynlm's CPU kernels and PyTorch's intra-op pool on
+    ``count`` threads each, then restore them. Yields which could be pinned: ``{"blas": bool,
+    "kernels": True, "torch": bool}`` (a BLAS other than NumPy's bundled OpenBLAS is left
+    alone)."""
     openblas = _numpy_openblas()
     previous_blas = int(openblas[0]()) if openblas else None
     previous_kernels = kernels.cpu_cores()
@@ -127,9 +125,7 @@ def environment(device: str, torch_module) -> dict:
         "blas": _blas_name(), "blas_threads": blas_threads,
         "blas_threads_from": blas_threads_from,
         "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
-        "numba_threads": numba.config.NUMBA_NUM_THREADS,
-        "fused_kernel_threads": kernels.CPU_THREADS,
-        "attention_kernel_threads": kernels.cpu_cores(),
+        "kernel_threads": kernels.cpu_cores(),
         "torch_threads": None if torch_module is None else torch_module.get_num_threads(),
     }
     if device == "cuda":
@@ -151,9 +147,8 @@ def format_environment(info: dict) -> str:
              f"CPU: {info['cpu_model']}, {info['cpu_count']} CPUs ({info['usable_cpus']} usable) |"
              f" BLAS {info['blas']}, {info['blas_threads']} threads "
              f"({info['blas_threads_from']}), OPENBLAS_THREAD_TIMEOUT "
-             f"{info['openblas_thread_timeout'] or 'unset'} | Numba threads "
-             f"{info['numba_threads']}, CPU kernels use {info['attention_kernel_threads']} "
-             f"(softmax, cross-entropy {info['fused_kernel_threads']}) | PyTorch threads "
+             f"{info['openblas_thread_timeout'] or 'unset'} | CPU kernels use "
+             f"{info['kernel_threads']} threads | PyTorch threads "
              f"{info['torch_threads'] if info['torch_threads'] is not None else '-'}"]
     if "gpu" in info:
         lines.append(f"GPU: {info['gpu']}, {info['gpu_memory_bytes'] / 2**30:.0f} GiB | CuPy "

@@ -3,12 +3,10 @@ cross-entropy from logits, each forward and backward.
 
 Each op is one pass (or two) over its rows instead of the five to ten NumPy calls and temporary
 arrays of its composed version in ``tinynlm.ops``; that composed version stays as the reference
-these kernels are tested against. GELU and layer norm, the ones a Transformer's step spends
-most on, cut large calls into blocks of elements or rows that all cores take in turn (Python
-threads over code that releases the GIL, as the attention kernels); softmax and cross-entropy
-spread rows over Numba's threads with ``numba.prange`` where the kernels have more than one
-(``tinynlm.kernels.CPU_THREADS``). float32 inputs keep float32 outputs while row statistics
-(max, sums, mean, variance) accumulate in float64.
+these kernels are tested against. Large calls are cut into blocks of elements or rows that all
+cores take in turn (Python threads over code that releases the GIL, as the attention kernels).
+float32 inputs keep float32 outputs; softmax and cross-entropy accumulate their row statistics
+(max, sums) in float64, layer norm in float32 with reassociated (vector) partial sums.
 
 Outputs are allocated by :func:`_empty` and handed to the compiled kernels, so a test can poison
 them (fill with NaN) and catch any element a kernel fails to write. The kernels compile on first
@@ -20,7 +18,7 @@ import math
 import numba
 import numpy as np
 
-from . import cpu_cores, cpu_kernel, cpu_threads
+from . import cpu_cores
 from .cpu_math import exp_in_place
 from .cpu_parallel import run_in_threads
 
@@ -49,6 +47,13 @@ def _blocks(elements, items=None):
 def _rows(x):
     """``x`` as a C-contiguous (N, C) array over its last dim."""
     return np.ascontiguousarray(x).reshape(-1, x.shape[-1])
+
+
+def _run_rows(run, rows, elements):
+    """``run(first, stop)`` over blocks of the ``rows`` of a call of ``elements`` numbers, on
+    all cores for long calls (:func:`_blocks`)."""
+    run_in_threads(lambda thread, first, stop: run(first, stop), rows, _blocks(elements, rows),
+                   blas=False)
 
 
 # ----------------------------------------------------------------------------- GELU
@@ -157,10 +162,10 @@ def gelu_backward(x, dy):
 # ----------------------------------------------------------------------------- softmax
 
 
-@cpu_kernel(reassociate=True)
-def _softmax_forward(x, y, log):
-    rows, columns = x.shape
-    for row in numba.prange(rows):
+@numba.njit(cache=True, error_model="numpy", nogil=True, fastmath={"reassoc", "nsz"})
+def _softmax_forward(x, y, log, first, stop):
+    columns = x.shape[1]
+    for row in range(first, stop):
         row_max = -np.inf
         for j in range(columns):
             row_max = max(row_max, x[row, j])
@@ -178,10 +183,10 @@ def _softmax_forward(x, y, log):
                 y[row, j] = math.exp(x[row, j] - row_max) / total
 
 
-@cpu_kernel(reassociate=True)
-def _softmax_backward(y, dy, dx, log):
-    rows, columns = y.shape
-    for row in numba.prange(rows):
+@numba.njit(cache=True, error_model="numpy", nogil=True, fastmath={"reassoc", "nsz"})
+def _softmax_backward(y, dy, dx, log, first, stop):
+    columns = y.shape[1]
+    for row in range(first, stop):
         total = 0.0
         if log:
             for j in range(columns):
@@ -195,7 +200,6 @@ def _softmax_backward(y, dy, dx, log):
                 dx[row, j] = y[row, j] * (dy[row, j] - total)
 
 
-@cpu_threads
 def softmax_forward(x, log):
     """Softmax (``log=False``) or log-softmax (``log=True``) over the last dim.
 
@@ -204,11 +208,11 @@ def softmax_forward(x, log):
     """
     rows = _rows(x)                                                         # (N, C)
     y = _empty(rows.shape, x.dtype)                                         # (N, C)
-    _softmax_forward(rows, y, log)
+    _run_rows(lambda first, stop: _softmax_forward(rows, y, log, first, stop), rows.shape[0],
+              rows.size)
     return y.reshape(x.shape)
 
 
-@cpu_threads
 def softmax_backward(y, dy, log):
     """The input gradient of :func:`softmax_forward` from its output ``y`` and ``dy``.
 
@@ -216,8 +220,10 @@ def softmax_backward(y, dy, log):
     [[0.25, -0.25]]
     """
     rows = _rows(y)                                                         # (N, C)
+    grad_rows = _rows(dy.astype(y.dtype, copy=False))                      # (N, C)
     dx = _empty(rows.shape, y.dtype)                                        # (N, C)
-    _softmax_backward(rows, _rows(dy.astype(y.dtype, copy=False)), dx, log)
+    _run_rows(lambda first, stop: _softmax_backward(rows, grad_rows, dx, log, first, stop),
+              rows.shape[0], rows.size)
     return dx.reshape(y.shape)
 
 
@@ -363,10 +369,10 @@ def layer_norm_backward(dy, x, mean, rstd, weight):
 # ----------------------------------------------------------------------------- cross-entropy
 
 
-@cpu_kernel
-def _cross_entropy_forward(logits, target, ignore_index, smoothing, loss, lse):
-    rows, classes = logits.shape
-    for row in numba.prange(rows):
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _cross_entropy_forward(logits, target, ignore_index, smoothing, first, stop, loss, lse):
+    classes = logits.shape[1]
+    for row in range(first, stop):
         row_max = -np.inf
         total = 0.0
         for j in range(classes):
@@ -386,11 +392,12 @@ def _cross_entropy_forward(logits, target, ignore_index, smoothing, loss, lse):
                          + smoothing * (row_lse - total / classes))
 
 
-@cpu_kernel
-def _cross_entropy_backward(logits, target, lse, grad_rows, ignore_index, smoothing, dlogits):
-    rows, classes = logits.shape
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _cross_entropy_backward(logits, target, lse, grad_rows, ignore_index, smoothing, first, stop,
+                            dlogits):
+    classes = logits.shape[1]
     uniform = smoothing / classes
-    for row in numba.prange(rows):
+    for row in range(first, stop):
         label = target[row]
         if label == ignore_index:
             for j in range(classes):
@@ -402,7 +409,6 @@ def _cross_entropy_backward(logits, target, lse, grad_rows, ignore_index, smooth
         dlogits[row, label] -= g * (1.0 - smoothing)
 
 
-@cpu_threads
 def cross_entropy_forward(logits, target, ignore_index, label_smoothing):
     """Per-row cross-entropy of ``logits`` (N, V) against class ids ``target`` (N,), as
     PyTorch's with ``reduction="none"``: ``(1 - e)(lse - x_t) + e (lse - mean(x))`` for label
@@ -415,14 +421,14 @@ def cross_entropy_forward(logits, target, ignore_index, label_smoothing):
     0.6931
     """
     logits = np.ascontiguousarray(logits)                                   # (N, V)
+    target = np.ascontiguousarray(target, dtype=np.int64)                   # (N,)
     rows = logits.shape[0]
     loss, lse = _empty(rows, logits.dtype), _empty(rows, logits.dtype)      # (N,), (N,)
-    _cross_entropy_forward(logits, np.ascontiguousarray(target, dtype=np.int64), ignore_index,
-                           label_smoothing, loss, lse)
+    _run_rows(lambda first, stop: _cross_entropy_forward(
+        logits, target, ignore_index, label_smoothing, first, stop, loss, lse), rows, logits.size)
     return loss, lse
 
 
-@cpu_threads
 def cross_entropy_backward(logits, target, lse, grad_rows, ignore_index, label_smoothing):
     """``dlogits`` (N, V) of :func:`cross_entropy_forward` given the gradient of each row's loss
     ``grad_rows`` (N,): ``g * (softmax(x) - (1 - e) onehot(t) - e / V)``, 0 on ignored rows,
@@ -434,8 +440,10 @@ def cross_entropy_backward(logits, target, lse, grad_rows, ignore_index, label_s
     [[0.5, -0.5]]
     """
     logits = np.ascontiguousarray(logits)                                   # (N, V)
+    target = np.ascontiguousarray(target, dtype=np.int64)                   # (N,)
+    grad_rows = np.ascontiguousarray(grad_rows, dtype=logits.dtype)         # (N,)
     dlogits = _empty(logits.shape, logits.dtype)                            # (N, V)
-    _cross_entropy_backward(logits, np.ascontiguousarray(target, dtype=np.int64), lse,
-                            np.ascontiguousarray(grad_rows, dtype=logits.dtype), ignore_index,
-                            label_smoothing, dlogits)
+    _run_rows(lambda first, stop: _cross_entropy_backward(
+        logits, target, lse, grad_rows, ignore_index, label_smoothing, first, stop, dlogits),
+        logits.shape[0], logits.size)
     return dlogits

@@ -223,8 +223,9 @@ def test_transformer_layer_uses_fused_attention_and_matches_composed():
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_gelu_and_layer_norm_shared_among_threads(monkeypatch, dtype):
-    """Calls cut into many blocks taken by three threads agree with the composed ops."""
+def test_row_kernels_shared_among_threads(monkeypatch, dtype):
+    """GELU, layer norm, softmax and cross-entropy calls cut into many blocks taken by three
+    threads agree with the composed ops."""
     from tinynlm.kernels import cpu_fused, cpu_parallel
 
     monkeypatch.setattr(cpu_fused, "ELEMENTS_PER_BLOCK", 7)
@@ -235,6 +236,12 @@ def test_gelu_and_layer_norm_shared_among_threads(monkeypatch, dtype):
     x, weight, bias = rng.standard_normal((97, 24)), rng.standard_normal(24), rng.standard_normal(24)
     assert_paths_agree(run_both(F.gelu, [x], dtype, "cpu"), dtype)
     assert_paths_agree(run_both(lambda x, w, b: F.layer_norm(x, (24,), w, b), [x, weight, bias],
+                                dtype, "cpu"), dtype)
+    for log in (False, True):
+        softmax = F.log_softmax if log else F.softmax
+        assert_paths_agree(run_both(lambda x: softmax(x, -1), [x], dtype, "cpu"), dtype)
+    target = tn.tensor(rng.integers(0, 24, 97))
+    assert_paths_agree(run_both(lambda x: F.cross_entropy(x, target, label_smoothing=0.1), [x],
                                 dtype, "cpu"), dtype)
 
 
