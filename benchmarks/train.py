@@ -15,6 +15,7 @@ batch x length per step.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -80,13 +81,18 @@ def _tinynlm_variant(model: Model, fused: bool):
 
         def step():
             with tn.use_fused_kernels(fused):
-                optimizer.zero_grad()
-                loss = network(inputs, targets)[1]
-                loss.backward()
-                optimizer.step()
-                return loss.detach()
+                return _training_step(network, optimizer, inputs, targets)
         return step
     return build
+
+
+def _training_step(network, optimizer, inputs, targets):
+    """Zero the gradients, forward with the loss, backward, optimizer step (either library)."""
+    optimizer.zero_grad()  # PyTorch's sets them to None, as tinynlm's does
+    loss = network(inputs, targets)[1]
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
 
 
 def _torch_variant(model: Model):
@@ -101,14 +107,7 @@ def _torch_variant(model: Model):
         network = network.to(device)
         optimizer = torch.optim.AdamW(network.parameters(), lr=LEARNING_RATE)
         inputs, targets = (torch.from_numpy(ids).to(device) for ids in _batch(model))
-
-        def step():
-            optimizer.zero_grad(set_to_none=True)
-            loss = network(inputs, targets)[1]
-            loss.backward()
-            optimizer.step()
-            return loss.detach()
-        return step
+        return functools.partial(_training_step, network, optimizer, inputs, targets)
     return build
 
 

@@ -50,8 +50,8 @@ def _rows(x):
 
 
 def _run_rows(run, rows, elements):
-    """``run(first, stop)`` over blocks of the ``rows`` of a call of ``elements`` numbers, on
-    all cores for long calls (:func:`_blocks`)."""
+    """``run(first, stop)`` over blocks of the ``rows`` (or elements) of a call of ``elements``
+    numbers, on all cores for long calls (:func:`_blocks`)."""
     run_in_threads(lambda thread, first, stop: run(first, stop), rows, _blocks(elements, rows),
                    blas=False)
 
@@ -139,8 +139,7 @@ def gelu_forward(x):
     flat = np.ascontiguousarray(x).reshape(-1)
     y = _empty(flat.shape, x.dtype)
     kernel = _gelu_forward_float32 if x.dtype == np.float32 else _gelu_forward_float64
-    run_in_threads(lambda thread, first, stop: kernel(flat, y, first, stop), flat.size,
-                   _blocks(flat.size), blas=False)
+    _run_rows(lambda first, stop: kernel(flat, y, first, stop), flat.size, flat.size)
     return y.reshape(x.shape)
 
 
@@ -154,8 +153,7 @@ def gelu_backward(x, dy):
     dx = _empty(flat.shape, x.dtype)
     dy = np.ascontiguousarray(dy, dtype=x.dtype).reshape(-1)
     kernel = _gelu_backward_float32 if x.dtype == np.float32 else _gelu_backward_float64
-    run_in_threads(lambda thread, first, stop: kernel(flat, dy, dx, first, stop), flat.size,
-                   _blocks(flat.size), blas=False)
+    _run_rows(lambda first, stop: kernel(flat, dy, dx, first, stop), flat.size, flat.size)
     return dx.reshape(x.shape)
 
 
@@ -327,10 +325,8 @@ def layer_norm_forward(x, weight, bias, eps):
     bias_ = unused if bias is None else np.ascontiguousarray(bias)
     constants = _layer_norm_constants(x.dtype, columns, eps)
 
-    def run_rows(thread, first, stop):
-        _layer_norm_forward(x, weight_, bias_, constants, first, stop, y, mean, rstd)
-
-    run_in_threads(run_rows, rows, _blocks(x.size, rows), blas=False)
+    _run_rows(lambda first, stop: _layer_norm_forward(x, weight_, bias_, constants, first, stop,
+                                                      y, mean, rstd), rows, x.size)
     return y, mean, rstd
 
 

@@ -340,8 +340,7 @@ class _GradientSink:
         return self.inputs is None or key in self.wanted
 
     def capture_outputs(self, node, grads):
-        if self.inputs is None:
-            return
+        """For :func:`grad` (``inputs`` given): keep the gradients of the wanted outputs."""
         for index, grad in enumerate(grads):
             for position in self.wanted.get((node, index), ()):
                 self.collected[position] = grad

@@ -54,14 +54,8 @@ class Tensor:
         """Wrap an array without any checks (for ops, which already checked)."""
         if type(array) is not np.ndarray and isinstance(array, np.generic):
             array = np.asarray(array)  # NumPy returns scalars for 0-d results; keep arrays
-        tensor = cls.__new__(cls)  # what _set does, written out: this runs for every op
-        tensor.data = array
-        tensor.device = device
-        tensor.grad = None
-        tensor.grad_fn = grad_fn
-        tensor.output_index = output_index
-        tensor._requires_grad = grad_fn is not None
-        tensor._version = [0] if version is None else version
+        tensor = cls.__new__(cls)
+        tensor._set(array, device, grad_fn, output_index, version)
         return tensor
 
     # ------------------------------------------------------------------ attributes
